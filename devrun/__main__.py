@@ -1,0 +1,3 @@
+from devrun.cli import main
+
+raise SystemExit(main())

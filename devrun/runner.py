@@ -1,0 +1,161 @@
+"""The runner: binds the sockets, starts a supervisor per app, feeds them file changes and
+child events from one inbox on the main thread, and hands every event to the views.
+
+It never imports user code and is never monkey-patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from devrun import events, sockets
+from devrun.config import App, Config, is_loopback
+from devrun.patterns import Matcher
+from devrun.supervisor import KILL_MARGIN, AppSupervisor
+from devrun.watcher import Watcher
+
+TICK = 0.1
+
+
+class View(Protocol):
+    def handle(self, event: events.Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class FilesChanged:
+    app: str
+    paths: tuple[str, ...]
+
+
+def new_pin() -> str:
+    """A random debugger PIN for this run (never derived from machine data)."""
+    digits = f"{secrets.randbelow(10**9):09d}"
+    return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
+
+
+class Runner:
+    def __init__(self, config: Config, names: Sequence[str], views: Sequence[View]):
+        self.config = config
+        self.apps: list[App] = [config.apps[n] for n in names]
+        self.views = list(views)
+        self.inbox: queue.Queue[object] = queue.Queue()
+        self.supervisors: dict[str, AppSupervisor] = {}
+        self.listeners: list[socket.socket] = []
+        self.stop_requested = 0
+        self.pin = new_pin()
+
+    def emit(self, event: events.Event) -> None:
+        for view in self.views:
+            view.handle(event)
+
+    def notice(self, text: str, level: str = "info", app: str = "") -> None:
+        self.emit(events.Notice(app, text, level))
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only set a flag: the main thread may be inside the inbox's lock right now.
+        self.stop_requested += 1
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        watcher = Watcher(lambda app, paths: self.inbox.put(FilesChanged(app, paths)))
+        try:
+            self._start(watcher)
+            if not self.supervisors:
+                self.notice("no app could start", "error")
+                return 1
+            watcher.start()
+            while not self.stop_requested:
+                self._step(time.monotonic() + TICK)
+            return self._shutdown(watcher)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for listener in self.listeners:
+                listener.close()
+
+    def _start(self, watcher: Watcher) -> None:
+        if any(a.config.debug.enabled and a.config.debug.pin for a in self.apps):
+            self.notice(f"PIN: {self.pin}")
+        for app in self.apps:
+            cfg = app.config
+            if cfg.debug.enabled and cfg.debug.allow_remote and not is_loopback(cfg.host):
+                self.notice(f"WARNING: the debugger on {cfg.host}:{cfg.port} lets anyone who can "
+                            "reach it run code on this machine (debug.allow_remote is on)", "warning", app.name)
+            if cfg.debug.enabled and not cfg.debug.pin:
+                self.notice("debugger PIN is off: any local user can run code through the console",
+                            "warning", app.name)
+            try:
+                listener = sockets.bind(cfg.host, cfg.port)
+            except sockets.PortInUse as exc:
+                self.notice(f"cannot listen: {exc}; choose another port in devrun.yaml", "error", app.name)
+                continue
+            except OSError as exc:
+                self.notice(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "error", app.name)
+                continue
+            self.listeners.append(listener)
+            env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
+            sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put)
+            self.supervisors[app.name] = sup
+            watcher.add(app.name, app.root, Matcher(app.root, cfg.watch, cfg.ignore), cfg.reload_delay)
+        for sup in self.supervisors.values():
+            sup.start()
+
+    def _step(self, until: float) -> None:
+        """Handle inbox items until `until`, then give every supervisor a tick."""
+        while (left := until - time.monotonic()) > 0 and not self.stop_requested:
+            try:
+                item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            self._dispatch(item)
+        for sup in self.supervisors.values():
+            sup.tick()
+
+    def _dispatch(self, item: object) -> None:
+        if isinstance(item, FilesChanged):
+            sup = self.supervisors.get(item.app)
+            if sup is not None:
+                sup.reload(item.paths)
+            return
+        gen = getattr(item, "generation", None)
+        if gen is not None and gen.app in self.supervisors:
+            self.supervisors[gen.app].handle(item)
+
+    def _shutdown(self, watcher: Watcher) -> int:
+        watcher.stop()
+        for sup in self.supervisors.values():
+            sup.stop()
+        grace = max((s.app.config.graceful_timeout for s in self.supervisors.values()), default=0)
+        deadline = time.monotonic() + grace + KILL_MARGIN + 2
+        seen = self.stop_requested
+        while not all(s.done for s in self.supervisors.values()) and time.monotonic() < deadline:
+            if self.stop_requested > seen:  # a second Ctrl-C: no more waiting
+                for sup in self.supervisors.values():
+                    for gen in sup.retiring:
+                        gen.kill()
+                seen = self.stop_requested
+            self.stop_requested = seen
+            with contextlib.suppress(queue.Empty):
+                self._dispatch(self.inbox.get(timeout=TICK))
+            for sup in self.supervisors.values():
+                sup.tick()
+        for sup in self.supervisors.values():
+            for gen in sup.retiring:
+                gen.kill()
+            self.emit(events.Stopped(sup.name))
+        return 0
+
+
+def run_apps(config: Config, names: Sequence[str], views: Sequence[View]) -> int:
+    return Runner(config, names, views).run()
+
+
+Callback = Callable[[events.Event], None]

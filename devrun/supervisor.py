@@ -1,0 +1,188 @@
+"""One AppSupervisor per app: its state, its generations, and every restart decision.
+
+Driven from the runner's main thread only (so it needs no locks): it is told about file
+changes, child messages and exits, and a clock tick; it emits events and never draws.
+Reloads are blue/green: the new generation loads and serves before the old one is retired.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from enum import Enum
+
+from devrun import events, process
+from devrun.config import App
+from devrun.process import ChildExited, ChildMessage, ChildOutput, Generation
+
+Emit = Callable[[events.Event], None]
+Spawn = Callable[..., Generation]
+
+# How long a retired generation may outlive its graceful timeout before SIGKILL.
+KILL_MARGIN = 1.0
+# A generation that stayed up this long was not crash-looping.
+STABLE_AFTER = 5.0
+
+
+class State(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RELOADING = "reloading"
+    ERROR = "error"
+    CRASHED = "crashed"
+    BACKOFF = "backing off"
+    STOPPED = "stopped"
+
+
+def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
+    """Seconds to wait before restart number `failures` (1-based) of a crash loop."""
+    if failures <= 0:
+        return 0.0
+    return min(base * 2 ** (failures - 1), cap)
+
+
+class AppSupervisor:
+    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], emit: Emit,
+                 post: process.Post, spawn: Spawn = process.spawn,
+                 clock: Callable[[], float] = time.monotonic):
+        self.app = app
+        self.listener = listener
+        self.env = env
+        self.emit = emit
+        self.post = post
+        self.spawn = spawn
+        self.clock = clock
+        self.state = State.STOPPED
+        self.current: Generation | None = None
+        self.pending: Generation | None = None
+        self.retiring: list[Generation] = []
+        self.numbers = itertools.count(1)
+        self.failures = 0
+        self.restart_at: float | None = None
+        self.reloads = 0
+        self.stopping = False
+
+    @property
+    def name(self) -> str:
+        return self.app.name
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.stopping = False
+        self._launch()
+
+    def reload(self, paths: tuple[str, ...]) -> None:
+        if self.stopping:
+            return
+        self.reloads += 1
+        self.failures = 0  # a change is a new attempt, not part of a crash loop
+        self.restart_at = None
+        self.emit(events.Reloading(self.name, paths))
+        self._launch()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.restart_at = None
+        for gen in (self.pending, self.current):
+            if gen is not None:
+                self._retire(gen)
+        self.pending = self.current = None
+        self._set(State.STOPPED)
+
+    @property
+    def done(self) -> bool:
+        """Stopped and every generation reaped."""
+        return self.stopping and not self.retiring and self.pending is None and self.current is None
+
+    def tick(self) -> None:
+        now = self.clock()
+        for gen in self.retiring:
+            if gen.kill_at is not None and now >= gen.kill_at and not gen.exited:
+                gen.kill()
+                gen.kill_at = None
+        if self.restart_at is not None and now >= self.restart_at and not self.stopping:
+            self.restart_at = None
+            self._launch()
+
+    # -- what the children say -------------------------------------------------------------
+
+    def handle(self, item: object) -> None:
+        if isinstance(item, ChildMessage):
+            self._on_message(item.generation, item.message)
+        elif isinstance(item, ChildOutput):
+            self.emit(events.Output(self.name, item.line))
+        elif isinstance(item, ChildExited):
+            self._on_exit(item.generation, item.returncode)
+
+    def _on_message(self, gen: Generation, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "request":
+            self.emit(events.Request(self.name, str(msg.get("method")), str(msg.get("path")),
+                                     str(msg.get("status")), float(msg.get("ms", 0))))
+        elif kind in ("ready", "failed") and gen is self.pending:
+            gen.ready = True
+            self._promote(gen)
+            if kind == "ready":
+                self._set(State.READY)
+                self.emit(events.Ready(self.name, gen.pid, self.app.url, float(msg.get("ms", 0))))
+            else:
+                self._set(State.ERROR)
+                self.emit(events.AppFailed(self.name, gen.pid, str(msg.get("summary", "")),
+                                           str(msg.get("traceback", ""))))
+        elif kind == "dropped":
+            self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
+                                    "warning"))
+
+    def _on_exit(self, gen: Generation, returncode: int) -> None:
+        gen.exited = True
+        expected = gen.retired
+        self.emit(events.Exited(self.name, gen.pid, returncode, expected))
+        if gen in self.retiring:
+            self.retiring.remove(gen)
+        if expected or self.stopping:
+            return
+        if gen is self.pending:
+            self.pending = None
+            if self.current is not None:  # never keep serving the code that was replaced
+                self._retire(self.current)
+                self.current = None
+        elif gen is self.current:
+            self.current = None
+        else:
+            return
+        if self.clock() - gen.started >= STABLE_AFTER:
+            self.failures = 0
+        self.failures += 1
+        delay = backoff_delay(self.failures)
+        self.restart_at = self.clock() + delay
+        self._set(State.BACKOFF)
+        self.emit(events.Notice(self.name, f"crashed; restarting in {delay:.1f}s", "error"))
+
+    # -- process control -------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        if self.pending is not None:
+            # A newer change arrived while this one was loading: its code is already stale.
+            self.pending.kill()
+            self.retiring.append(self.pending)
+            self.pending = None
+        gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post)
+        self.pending = gen
+        self._set(State.RELOADING if self.current is not None else State.STARTING)
+        self.emit(events.Starting(self.name, gen.number, gen.pid))
+
+    def _promote(self, gen: Generation) -> None:
+        old, self.current, self.pending = self.current, gen, None
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, gen: Generation) -> None:
+        gen.retire(self.app.config.graceful_timeout + KILL_MARGIN)
+        if not gen.exited and gen not in self.retiring:
+            self.retiring.append(gen)
+
+    def _set(self, state: State) -> None:
+        self.state = state

@@ -1,0 +1,25 @@
+"""Debug mode: Werkzeug's debugger around the app, template auto-reload for Flask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def enable_framework_debug(app: Any) -> None:
+    """Make the framework let exceptions reach the debugger and re-read edited templates."""
+    config = getattr(app, "config", None)
+    if hasattr(app, "jinja_env") and hasattr(config, "__setitem__"):  # Flask and its kin
+        # Without this Flask turns every exception into its own 500 page; the debugger never sees it.
+        config["PROPAGATE_EXCEPTIONS"] = True
+        config["TEMPLATES_AUTO_RELOAD"] = True
+        # The Jinja environment may already exist (created at import); set it there too.
+        app.jinja_env.auto_reload = True
+
+
+def wrap_debugger(app: Callable[..., Any], evalex: bool, pin: bool) -> Callable[..., Any]:
+    from werkzeug.debug import DebuggedApplication
+
+    # The PIN itself comes from WERKZEUG_DEBUG_PIN, chosen by the runner once per run, so every
+    # generation accepts the same PIN and a reload keeps the browser's debugger session.
+    return DebuggedApplication(app, evalex=evalex, pin_security=pin, pin_logging=False)

@@ -1,0 +1,47 @@
+"""What the port serves while the app's code cannot load: a 500 page with the traceback."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterable
+from typing import Any
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>devrun: {title}</title>
+<style>body{{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}}
+pre{{background:#fdf2f2;border-left:4px solid #c0392b;padding:1em;overflow:auto;font-size:13px}}
+small{{color:#666}}</style></head>
+<body><h1>{title}</h1><p>devrun could not load <code>{spec}</code>. Fix the code and save:
+this page reloads by itself once the app is ready.</p>
+<pre>{traceback}</pre><small>served by devrun while app <b>{name}</b> is in error</small>
+</body></html>
+"""
+
+
+class LoadFailure(Exception):
+    """Re-raised on every request so Werkzeug's debugger shows the original traceback."""
+
+
+def error_app(name: str, spec: str, exc: BaseException, traceback_text: str,
+              debug: bool) -> Callable[..., Any]:
+    summary = f"{type(exc).__name__}: {exc}"
+    if debug:
+        def raising_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            raise exc
+
+        return raising_app
+
+    body = PAGE.format(
+        title=html.escape(summary), spec=html.escape(spec), name=html.escape(name),
+        traceback=html.escape(traceback_text),
+    ).encode("utf-8")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("500 Internal Server Error", [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ])
+        return [body]
+
+    return app
