@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pathspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from devrun import yamlsource
+from devrun.environment import InterpolationError, interpolate, interpolate_tree, read_env_file
 from devrun.importspec import ImportSpecError, parse_import_string
 from devrun.yamlsource import ConfigError, Document, KeyPath, Problem
 
@@ -32,13 +35,48 @@ class DebugConfig(_Strict):
     )
 
 
+class EnvFileConfig(_Strict):
+    path: str = Field(description="A dotenv file, relative to devrun.yaml.")
+    optional: bool = Field(False, description="If true, a missing file is not an error.")
+
+
+def _check_globs(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        problem = glob_problem(pattern)
+        if problem:
+            raise ValueError(problem)
+    return patterns
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why a watch/ignore pattern is unusable, or None."""
+    if not pattern.strip():
+        return "empty pattern"
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+    if depth:
+        return f"{pattern!r} has an unclosed `[`; escape it as `\\[` to match a literal bracket"
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except Exception as exc:  # pathspec raises its own error types per version
+        return f"{pattern!r} is not a valid gitignore-style pattern ({exc})"
+    return None
+
+
 class AppConfig(_Strict):
     app: str = Field(description="Import string: 'module:attr' or a factory call 'module:create_app()'.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(ge=1, le=65535, description="Port to listen on.")
     cwd: str = Field(".", description="Working folder of the app, relative to devrun.yaml.")
     env: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="Extra environment variables for the app."
+        default_factory=dict, description="Extra environment variables for the app (they win over env_file)."
+    )
+    env_file: EnvFileConfig | None = Field(
+        None, description="A dotenv file whose variables the app gets; a string or {path, optional}."
     )
     watch: list[str] = Field(
         default_factory=lambda: ["**/*.py"],
@@ -47,6 +85,7 @@ class AppConfig(_Strict):
     ignore: list[str] = Field(
         default_factory=list, description="Gitignore-style globs to ignore, on top of the built-in ones."
     )
+    respect_gitignore: bool = Field(True, description="Also ignore what the project's .gitignore files ignore.")
     reload_delay: float = Field(
         0.03, ge=0, le=10, description="Quiet period in seconds that coalesces a burst of changes."
     )
@@ -64,37 +103,62 @@ class AppConfig(_Strict):
             raise ValueError(str(exc)) from None
         return value
 
-    def environment(self) -> dict[str, str]:
-        def text(v: object) -> str:
-            return str(v).lower() if isinstance(v, bool) else str(v)
+    @field_validator("env_file", mode="before")
+    @classmethod
+    def _env_file_shorthand(cls, value: object) -> object:
+        return {"path": value} if isinstance(value, str) else value
 
-        return {k: text(v) for k, v in self.env.items()}
+    @field_validator("watch", "ignore")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        return _check_globs(value)
+
+
+# `defaults:` holds any app key, none required; built from AppConfig so the two never drift.
+DefaultsConfig = create_model(
+    "DefaultsConfig",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Any app key; applies to every app, the app's own value wins.",
+    **{
+        name: (field.annotation | None, Field(None, description=field.description))  # type: ignore[operator]
+        for name, field in AppConfig.model_fields.items()
+    },
+)
 
 
 class FileModel(_Strict):
     """The whole devrun.yaml."""
 
     apps: dict[str, AppConfig] = Field(description="The apps to run, by name.")
-    defaults: dict[str, Any] = Field(
-        default_factory=dict, description="Any app key; applies to every app, the app's own value wins."
+    defaults: DefaultsConfig = Field(  # type: ignore[valid-type]
+        default_factory=DefaultsConfig, description="Any app key; applies to every app, the app's own value wins."
     )
 
 
 @dataclass(frozen=True)
 class App:
-    """One app of a loaded config, with its paths resolved."""
+    """One app of a loaded config, with its paths resolved and its env file read."""
 
     name: str
     config: AppConfig
     root: Path  # absolute working folder
+    file_env: dict[str, str] = field(default_factory=dict)  # from env_file
 
     @property
     def url(self) -> str:
         host = self.config.host
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
         if ":" in shown:
             shown = f"[{shown}]"
         return f"http://{shown}:{self.config.port}/"
+
+    def environment(self) -> dict[str, str]:
+        """What the app's process gets on top of the runner's environment."""
+
+        def text(v: object) -> str:
+            return str(v).lower() if isinstance(v, bool) else str(v)
+
+        return {**self.file_env, **{k: text(v) for k, v in self.config.env.items()}}
 
 
 @dataclass(frozen=True)
@@ -137,59 +201,125 @@ def load_config(path: Path) -> Config:
     return build_config(doc, path.resolve().parent)
 
 
-def build_config(doc: Document, base: Path) -> Config:
+def build_config(doc: Document, base: Path, environ: dict[str, str] | None = None) -> Config:
+    """Validate a parsed devrun.yaml; every problem found is reported at once."""
+    environ = dict(os.environ if environ is None else environ)
     data = doc.data
     if not isinstance(data, dict):
         raise ConfigError([doc.problem((), f"expected a mapping with an `apps:` key, found {_kind(data)}")])
     problems: list[Problem] = []
-    defaults = data.get("defaults", {})
+    for key in data:
+        if key not in FileModel.model_fields:
+            problems.append(doc.problem((key,), _unknown_key(key, FileModel)))
+    defaults = data.get("defaults")
     if defaults is None:
         defaults = {}
-    raw_apps = data.get("apps")
-    merged_apps: Any = raw_apps
-    if isinstance(raw_apps, dict) and isinstance(defaults, dict):
-        merged_apps = {
-            name: deep_merge(defaults, spec) if isinstance(spec, dict) else spec
-            for name, spec in raw_apps.items()
-        }
-    if isinstance(defaults, dict):
-        for key in defaults:
-            if key not in AppConfig.model_fields:
-                problems.append(doc.problem(("defaults", key), _unknown_key(key, AppConfig)))
     try:
-        model = FileModel.model_validate({**data, "apps": merged_apps})
+        DefaultsConfig.model_validate(defaults)
     except ValidationError as exc:
-        problems.extend(_problems(doc, exc))
-        raise ConfigError(_dedupe(problems)) from None
-    if problems:
-        raise ConfigError(problems)
-    if not model.apps:
-        raise ConfigError([doc.problem(("apps",), "no apps defined; add one under `apps:`")])
+        problems.extend(_problems(doc, exc, ("defaults",)))
+    if not isinstance(defaults, dict):
+        defaults = {}
+    raw_apps = data.get("apps")
+    if raw_apps is None or raw_apps == {}:
+        problems.append(doc.problem(("apps",), "no apps defined; add one under `apps:` "
+                                    "(see `devrun init` or devrun.yaml.example)"))
+        raise ConfigError(_dedupe(problems))
+    if not isinstance(raw_apps, dict):
+        problems.append(doc.problem(("apps",), f"expected a mapping of app names to apps, found {_kind(raw_apps)}"))
+        raise ConfigError(_dedupe(problems))
 
     apps: dict[str, App] = {}
+    for name, raw in raw_apps.items():
+        path: KeyPath = ("apps", name)
+        if not isinstance(raw, dict):
+            problems.append(doc.problem(path, f"expected a mapping with `app:` and `port:`, found {_kind(raw)}"))
+            continue
+        merged = deep_merge(defaults, raw)
+        file_env = _read_env_file(doc, path, merged, base, environ, problems)
+        variables = {**environ, **file_env}
+        unresolved: list[KeyPath] = []
+
+        def bad_reference(sub: KeyPath, message: str, app_path: KeyPath = path,
+                          unresolved: list[KeyPath] = unresolved) -> None:
+            unresolved.append((*app_path, *sub))
+            problems.append(_at(doc, (*app_path, *sub), message))
+
+        merged = interpolate_tree(merged, variables, bad_reference)
+        try:
+            cfg = AppConfig.model_validate(merged)
+        except ValidationError as exc:
+            # A value whose ${VAR} failed is reported once, for the variable.
+            skip = {yamlsource.format_path(_written_at(doc, u)) for u in unresolved}
+            problems.extend(p for p in _problems(doc, exc, path) if p.path not in skip)
+            continue
+        apps[name] = App(name, cfg, (base / cfg.cwd).resolve(), file_env)
+    problems.extend(_cross_checks(doc, apps))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return Config(Path(doc.file).resolve(), apps)
+
+
+def _read_env_file(doc: Document, path: KeyPath, merged: dict[str, Any], base: Path,
+                   environ: dict[str, str], problems: list[Problem]) -> dict[str, str]:
+    raw = merged.get("env_file")
+    if raw is None:
+        return {}
+    try:
+        spec = EnvFileConfig.model_validate({"path": raw} if isinstance(raw, str) else raw)
+        file = base / interpolate(spec.path, environ)
+    except (ValidationError, InterpolationError):
+        return {}  # reported with its location when the whole app is validated
+    if not file.is_file():
+        if not spec.optional:
+            problems.append(_at(doc, (*path, "env_file"),
+                                f"env file {str(file)!r} not found; create it, fix the path, or mark it "
+                                "`optional: true` (env_file: {path: .env, optional: true})"))
+        return {}
+    try:
+        return read_env_file(file)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(_at(doc, (*path, "env_file"), f"cannot read env file {str(file)!r}: {exc}"))
+        return {}
+
+
+def _cross_checks(doc: Document, apps: dict[str, App]) -> list[Problem]:
+    problems = []
     bound: dict[tuple[str, int], str] = {}
-    for name, cfg in model.apps.items():
-        root = (base / cfg.cwd).resolve()
-        if not root.is_dir():
-            problems.append(doc.problem(("apps", name, "cwd"), f"folder {str(root)!r} does not exist"))
+    for name, app in apps.items():
+        cfg = app.config
+        if not app.root.is_dir():
+            problems.append(_at(doc, ("apps", name, "cwd"), f"folder {str(app.root)!r} does not exist "
+                                f"(cwd {cfg.cwd!r} is relative to {Path(doc.file).parent})"))
         address = (cfg.host, cfg.port)
         if address in bound:
-            problems.append(doc.problem(("apps", name, "port"),
-                                        f"{cfg.host}:{cfg.port} is already used by app `{bound[address]}`; "
-                                        "choose another port"))
+            problems.append(_at(doc, ("apps", name, "port"),
+                                f"{cfg.host}:{cfg.port} is already used by app `{bound[address]}`; "
+                                "choose another port"))
         bound[address] = name
         if cfg.debug.enabled and not is_loopback(cfg.host) and not cfg.debug.allow_remote:
-            problems.append(doc.problem(("apps", name, "host"),
-                                        f"debug mode on {cfg.host!r} would let anyone who reaches it run "
-                                        "code; use host 127.0.0.1, or set `debug.allow_remote: true` "
-                                        "if you really mean it"))
+            problems.append(_at(doc, ("apps", name, "host"),
+                                f"debug mode on {cfg.host!r} would let anyone who reaches it run code; "
+                                "use host 127.0.0.1, or set `debug.allow_remote: true` if you mean it"))
         if cfg.debug.enabled and not cfg.debug.pin and not is_loopback(cfg.host):
-            problems.append(doc.problem(("apps", name, "debug", "pin"),
-                                        "the debugger PIN cannot be turned off off loopback"))
-        apps[name] = App(name, cfg, root)
-    if problems:
-        raise ConfigError(problems)
-    return Config(Path(doc.file).resolve(), apps)
+            problems.append(_at(doc, ("apps", name, "debug", "pin"),
+                                "the debugger PIN cannot be turned off on a non-loopback host"))
+    return problems
+
+
+def _at(doc: Document, loc: KeyPath, message: str) -> Problem:
+    """A problem at loc, named and located where the value is written (the app, or `defaults:`)."""
+    written = _written_at(doc, loc)
+    line, col = doc.locate(written)
+    return Problem(doc.file, line, col, yamlsource.format_path(written), message)
+
+
+def _written_at(doc: Document, loc: KeyPath) -> KeyPath:
+    if loc[:1] == ("apps",) and len(loc) > 2 and loc not in doc.positions:
+        from_defaults = ("defaults", *loc[2:])
+        if from_defaults in doc.positions:
+            return from_defaults
+    return loc
 
 
 def _kind(value: object) -> str:
@@ -200,12 +330,13 @@ def _kind(value: object) -> str:
 
 def _model_at(loc: KeyPath) -> type[BaseModel] | None:
     """The model that owns the last key of loc (for did-you-mean suggestions)."""
-    if len(loc) <= 1:
+    app_loc = loc[2:] if loc[:1] == ("apps",) else loc[1:] if loc[:1] == ("defaults",) else None
+    if len(loc) <= 1 or app_loc is None:
         return FileModel
-    if loc[0] == "apps" and len(loc) == 3:
+    if len(app_loc) == 1:
         return AppConfig
-    if loc[0] == "apps" and len(loc) == 4 and loc[2] == "debug":
-        return DebugConfig
+    if len(app_loc) == 2:
+        return {"debug": DebugConfig, "env_file": EnvFileConfig}.get(str(app_loc[0]))
     return None
 
 
@@ -219,27 +350,26 @@ def _unknown_key(key: object, model: type[BaseModel] | None) -> str:
     return msg
 
 
-def _problems(doc: Document, exc: ValidationError) -> list[Problem]:
+def _problems(doc: Document, exc: ValidationError, prefix: KeyPath) -> list[Problem]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
-        loc: KeyPath = tuple(err["loc"])
-        where = loc
-        # A value that came from `defaults:` is reported where it is written.
-        if loc[:1] == ("apps",) and len(loc) > 2 and loc not in doc.positions:
-            from_defaults = ("defaults", *loc[2:])
-            if from_defaults in doc.positions:
-                where = from_defaults
+        loc: KeyPath = (*prefix, *err["loc"])
         if err["type"] == "extra_forbidden":
             message = _unknown_key(loc[-1], _model_at(loc))
-        elif err["type"] == "missing":
-            where, message = loc[:-1], f"missing required key `{loc[-1]}`"
-        else:
-            message = err["msg"]
-            found = _found(doc.data, where)
-            if found is not None:
-                message += f" (found {found})"
-        line, col = doc.locate(where)
-        out.append(Problem(doc.file, line, col, yamlsource.format_path(loc), message))
+            out.append(_at(doc, loc, message))
+            continue
+        if err["type"] == "missing":
+            line, col = doc.locate(_written_at(doc, loc[:-1]))
+            out.append(Problem(doc.file, line, col, yamlsource.format_path(loc),
+                               f"missing required key `{loc[-1]}`"))
+            continue
+        message = err["msg"]
+        if err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        found = _found(doc.data, _written_at(doc, loc))
+        if found is not None and err["type"] != "value_error":
+            message += f", found {found}"
+        out.append(_at(doc, loc, message))
     return out
 
 

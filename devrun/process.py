@@ -93,7 +93,7 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
         "graceful_timeout": cfg.graceful_timeout,
         "debug": cfg.debug.model_dump(),
     }
-    child_env = {**os.environ, **env, **cfg.environment(), "PYTHONUNBUFFERED": "1",
+    child_env = {**os.environ, **env, **app.environment(), "PYTHONUNBUFFERED": "1",
                  "DEVRUN_WORKER": json.dumps(spec)}
     try:
         proc = subprocess.Popen(

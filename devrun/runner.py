@@ -75,6 +75,10 @@ class Runner:
             while not self.stop_requested:
                 self._step(time.monotonic() + TICK)
             return self._shutdown(watcher)
+        except BaseException:
+            # A bug in the runner must not leave apps holding their ports.
+            self._kill_all()
+            raise
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -147,11 +151,16 @@ class Runner:
                 self._dispatch(self.inbox.get(timeout=TICK))
             for sup in self.supervisors.values():
                 sup.tick()
+        self._kill_all()
         for sup in self.supervisors.values():
-            for gen in sup.retiring:
-                gen.kill()
             self.emit(events.Stopped(sup.name))
         return 0
+
+    def _kill_all(self) -> None:
+        for sup in self.supervisors.values():
+            for gen in (sup.pending, sup.current, *sup.retiring):
+                if gen is not None and not gen.exited:
+                    gen.kill()
 
 
 def run_apps(config: Config, names: Sequence[str], views: Sequence[View]) -> int:

@@ -1,0 +1,65 @@
+"""An app's environment: ``.env`` files (python-dotenv) and ``${VAR}`` / ``${VAR:-default}``
+interpolation in devrun.yaml string values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+_REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class InterpolationError(ValueError):
+    pass
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "$$":
+            return "$"
+        inner = match.group(1)
+        if inner is None:
+            raise InterpolationError("unclosed `${`; write `${NAME}`, or `$$` for a literal `$`")
+        name, sep, default = inner.partition(":-")
+        if not _NAME.match(name):
+            raise InterpolationError(f"`${{{inner}}}` is not a variable reference like `${{NAME}}`")
+        if name in variables:
+            return variables[name]
+        if sep:
+            return default
+        raise InterpolationError(
+            f"environment variable `{name}` is not set; set it, add it to the env file, "
+            f"or give a default: `${{{name}:-value}}`"
+        )
+
+    return _REF.sub(replace, text)
+
+
+def interpolate_tree(data: Any, variables: Mapping[str, str], on_error: Callable[[tuple, str], None],
+                     path: tuple = ()) -> Any:
+    """Interpolate every string in nested dicts and lists; report errors with their key path."""
+    if isinstance(data, str):
+        try:
+            return interpolate(data, variables)
+        except InterpolationError as exc:
+            on_error(path, str(exc))
+            return data
+    if isinstance(data, dict):
+        return {k: interpolate_tree(v, variables, on_error, (*path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate_tree(v, variables, on_error, (*path, i)) for i, v in enumerate(data)]
+    return data
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Values of a dotenv file; a key without a value (``KEY`` alone) is left out."""
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
