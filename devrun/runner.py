@@ -65,7 +65,8 @@ class Runner:
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        watcher = Watcher(lambda app, paths: self.inbox.put(FilesChanged(app, paths)))
+        watcher = Watcher(lambda app, paths: self.inbox.put(FilesChanged(app, paths)),
+                          lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
             self._start(watcher)
             if not self.supervisors:
@@ -108,7 +109,7 @@ class Runner:
             env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
             sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put)
             self.supervisors[app.name] = sup
-            watcher.add(app.name, app.root, Matcher(app.root, cfg.watch, cfg.ignore), cfg.reload_delay)
+            watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay)
         for sup in self.supervisors.values():
             sup.start()
 
@@ -124,6 +125,9 @@ class Runner:
             sup.tick()
 
     def _dispatch(self, item: object) -> None:
+        if isinstance(item, events.Event):  # from another thread, for the views
+            self.emit(item)
+            return
         if isinstance(item, FilesChanged):
             sup = self.supervisors.get(item.app)
             if sup is not None:

@@ -7,12 +7,14 @@ after an app's files have been quiet for its ``reload_delay`` (and at the latest
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from watchdog.events import (
     EVENT_TYPE_ATTRIB,
@@ -24,6 +26,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserver
 
 from devrun.patterns import Matcher
 
@@ -36,6 +40,7 @@ CHANGE_EVENTS = frozenset({
     EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED, EVENT_TYPE_ATTRIB,
 })
 MAX_WAIT = 1.0
+POLL_INTERVAL = 0.5
 
 OnBatch = Callable[[str, tuple[str, ...]], None]
 
@@ -108,35 +113,140 @@ class Debouncer:
             self.cond.notify()
 
 
-class _AppHandler(FileSystemEventHandler):
-    def __init__(self, name: str, matcher: Matcher, debouncer: Debouncer):
+class _AppWatch(FileSystemEventHandler):
+    """One app's watches: a non-recursive watch per kept folder, so ignored folders
+    (node_modules, .venv, .git, ...) are never walked and never cost an inotify watch."""
+
+    def __init__(self, watcher: Watcher, name: str, matcher: Matcher):
+        self.watcher = watcher
         self.name = name
         self.matcher = matcher
-        self.debouncer = debouncer
+        self.watches: dict[str, ObservedWatch] = {}
+        self.polling = False
+
+    # -- events (observer thread) ---------------------------------------------------------
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
-            if event.event_type not in CHANGE_EVENTS or event.is_directory:
-                return
-            paths = [event.src_path]
-            if event.event_type == EVENT_TYPE_MOVED:
-                paths.append(event.dest_path)  # an atomic save renames a temp file over the target
-            for raw in paths:
-                path = raw.decode() if isinstance(raw, bytes) else raw
-                if self.matcher.matches(path):
-                    self.debouncer.add(self.name, self.matcher.relative(path) or path)
+            self._dispatch(event)
         except Exception:  # never let one odd event kill the observer thread
             log.exception("error handling file event %r", event)
 
+    def _dispatch(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind not in CHANGE_EVENTS:
+            return
+        src = _text(event.src_path)
+        dest = _text(event.dest_path) if kind == EVENT_TYPE_MOVED else ""
+        if event.is_directory:
+            if kind in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED):
+                self.unwatch_tree(src)
+            new = dest or (src if kind == EVENT_TYPE_CREATED else "")
+            if new and not self.polling and not self.matcher.is_ignored_dir(new):
+                # Files may have landed in it before its watch existed: scan them as changes.
+                self.watch_tree(new, scan=True)
+            return
+        for path in (src, dest):  # an atomic save renames a temp file over the target
+            if not path:
+                continue
+            if os.path.basename(path) == ".gitignore":
+                self.matcher.forget_gitignore(os.path.dirname(path))
+            if self.matcher.matches(path):
+                self.watcher.debouncer.add(self.name, self.matcher.label(path))
+
+    # -- watches ---------------------------------------------------------------------------
+
+    def watch_tree(self, top: str, scan: bool = False) -> None:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            if folder in self.watches:
+                continue
+            try:
+                self.watches[folder] = self.watcher.schedule(self, folder)
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue  # gone again already
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    self.watcher.out_of_watches(self)
+                    return
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOTDIR):
+                    continue
+                raise
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    if not self.matcher.is_ignored_dir(entry.path):
+                        stack.append(entry.path)
+                elif scan and self.matcher.matches(entry.path):
+                    self.watcher.debouncer.add(self.name, self.matcher.label(entry.path))
+
+    def unwatch_tree(self, top: str) -> None:
+        for folder in [f for f in self.watches if f == top or f.startswith(top + os.sep)]:
+            self.watcher.unschedule(self, self.watches.pop(folder))
+
+
+def _text(path: bytes | str) -> str:
+    return os.fsdecode(path)
+
 
 class Watcher:
-    def __init__(self, on_batch: OnBatch):
-        self.debouncer = Debouncer(on_batch)
-        self.observer = Observer()
+    """Watches every app's roots and reports debounced batches of changed files."""
 
-    def add(self, name: str, root: Path, matcher: Matcher, delay: float) -> None:
+    def __init__(self, on_batch: OnBatch, on_notice: Callable[[str, str], None] | None = None,
+                 observer: BaseObserver | None = None):
+        self.debouncer = Debouncer(on_batch)
+        self.on_notice = on_notice or (lambda app, text: None)
+        self.observer = observer or Observer()
+        self.poller: BaseObserver | None = None
+        self.apps: dict[str, _AppWatch] = {}
+        self.lock = threading.RLock()
+
+    def add(self, name: str, matcher: Matcher, delay: float) -> None:
         self.debouncer.delays[name] = delay
-        self.observer.schedule(_AppHandler(name, matcher, self.debouncer), str(root), recursive=True)
+        app = self.apps[name] = _AppWatch(self, name, matcher)
+        with self.lock:
+            for root in matcher.roots:
+                if not os.path.isdir(root):
+                    self.on_notice(name, f"not watching {root}: no such folder")
+                    continue
+                app.watch_tree(root)
+                if app.polling:
+                    break
+
+    def watch_count(self, name: str) -> int:
+        return len(self.apps[name].watches)
+
+    def schedule(self, app: _AppWatch, folder: str) -> ObservedWatch:
+        with self.lock:
+            return self.observer.schedule(app, folder, recursive=False)
+
+    def unschedule(self, app: _AppWatch, watch: ObservedWatch) -> None:
+        with self.lock, contextlib.suppress(KeyError, OSError):
+            # Another app may watch the same folder: remove only our handler.
+            self.observer.remove_handler_for_watch(app, watch)
+
+    def out_of_watches(self, app: _AppWatch) -> None:
+        """The system ran out of inotify watches: poll this app's roots instead of crashing."""
+        with self.lock:
+            if app.polling:
+                return
+            app.polling = True
+            for watch in app.watches.values():
+                self.unschedule(app, watch)
+            app.watches.clear()
+            if self.poller is None:
+                self.poller = PollingObserver(timeout=POLL_INTERVAL)
+                self.poller.start()
+            for root in app.matcher.roots:
+                if os.path.isdir(root):
+                    self.poller.schedule(app, root, recursive=True)
+        self.on_notice(app.name, "out of inotify watches, falling back to polling (slower); raise the limit "
+                       "with: sudo sysctl fs.inotify.max_user_watches=524288")
 
     def start(self) -> None:
         self.debouncer.start()
@@ -144,5 +254,9 @@ class Watcher:
 
     def stop(self) -> None:
         self.debouncer.close()
-        self.observer.stop()
-        self.observer.join(timeout=2)
+        for observer in (self.observer, self.poller):
+            if observer is not None:
+                observer.stop()
+        for observer in (self.observer, self.poller):
+            if observer is not None and observer.is_alive():
+                observer.join(timeout=2)
