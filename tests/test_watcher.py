@@ -1,0 +1,151 @@
+"""The watcher on a real file system: pruning, event kinds, debouncing into one batch."""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devrun.patterns import Matcher
+from devrun.watcher import Watcher
+
+Batch = tuple[str, tuple[str, ...]]
+
+
+@pytest.fixture
+def batches() -> queue.Queue[Batch]:
+    return queue.Queue()
+
+
+@pytest.fixture
+def start_watcher(batches: queue.Queue[Batch]) -> Iterator:
+    started: list[Watcher] = []
+
+    def start(root: Path, watch: list[str] | None = None, ignore: list[str] | None = None,
+              delay: float = 0.05, name: str = "app") -> Watcher:
+        w = Watcher(lambda app, paths: batches.put((app, paths)))
+        w.add(name, Matcher(root, watch or ["**/*.py"], ignore or []), delay)
+        w.start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def next_batch(batches: queue.Queue[Batch], timeout: float = 10) -> Batch:
+    return batches.get(timeout=timeout)
+
+
+def assert_quiet(batches: queue.Queue[Batch], seconds: float = 0.5) -> None:
+    with pytest.raises(queue.Empty):
+        print("unexpected batch:", batches.get(timeout=seconds))
+
+
+def test_ignored_folders_are_never_watched(tmp_path: Path, start_watcher) -> None:
+    for folder in ("src/pkg", "node_modules/a/b", ".venv/lib", ".git/objects", "src/__pycache__", "build/x"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / ".gitignore").write_text("build/\n")
+    (tmp_path / ".git" / "HEAD").write_text("ref\n")
+    w = start_watcher(tmp_path)
+    watched = set(w.apps["app"].watches)
+    assert watched == {str(tmp_path), str(tmp_path / "src"), str(tmp_path / "src" / "pkg")}
+
+
+def test_a_burst_of_changes_gives_one_batch(tmp_path: Path, start_watcher, batches) -> None:
+    start_watcher(tmp_path, delay=0.2)
+    for i in range(200):
+        (tmp_path / f"m{i}.py").write_text("x = 1\n")
+    app, paths = next_batch(batches)
+    assert app == "app"
+    # Files written during the quiet period's last stretch may form a second batch only
+    # if the stream lasted longer than MAX_WAIT; 200 small writes do not.
+    assert len(set(paths)) == 200
+    assert_quiet(batches)
+
+
+def test_event_kinds_that_count(tmp_path: Path, start_watcher, batches) -> None:
+    target = tmp_path / "app.py"
+    target.write_text("a = 1\n")
+    (tmp_path / "notes.txt").write_text("x")
+    start_watcher(tmp_path)
+    # Reading a file (open / close without write) must not count.
+    target.read_text()
+    (tmp_path / "notes.txt").write_text("y")  # not matched by the globs
+    assert_quiet(batches)
+    # Atomic save: write a temp file, rename it over the target.
+    tmp = tmp_path / ".app.py.swp"
+    tmp.write_text("a = 2\n")
+    os.replace(tmp, target)
+    assert next_batch(batches) == ("app", ("app.py",))
+    target.unlink()
+    assert next_batch(batches) == ("app", ("app.py",))
+    target.write_text("a = 3\n")
+    assert next_batch(batches) == ("app", ("app.py",))
+
+
+def test_new_folders_are_watched_and_scanned(tmp_path: Path, start_watcher, batches) -> None:
+    start_watcher(tmp_path)
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    (outside / "pkg").mkdir(parents=True)
+    (outside / "pkg" / "mod.py").write_text("x = 1\n")
+    os.rename(outside / "pkg", tmp_path / "pkg")  # moved into the tree, with a file already in it
+    assert next_batch(batches) == ("app", ("pkg/mod.py",))
+    (tmp_path / "pkg" / "sub").mkdir()
+    (tmp_path / "pkg" / "sub" / "deep.py").write_text("y = 1\n")
+    _, paths = next_batch(batches)
+    assert paths == ("pkg/sub/deep.py",)
+    (tmp_path / "node_modules" / "x").mkdir(parents=True)
+    (tmp_path / "node_modules" / "x" / "n.py").write_text("")
+    assert_quiet(batches)
+
+
+def test_ignore_patterns_and_gitignore(tmp_path: Path, start_watcher, batches) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("*.gen.py\n")
+    (tmp_path / "tests").mkdir()
+    start_watcher(tmp_path, ignore=["tests/**"])
+    (tmp_path / "tests" / "test_x.py").write_text("")
+    (tmp_path / "x.gen.py").write_text("")
+    (tmp_path / "x.pyc").write_text("")
+    assert_quiet(batches)
+    (tmp_path / "real.py").write_text("")
+    assert next_batch(batches) == ("app", ("real.py",))
+
+
+def test_watch_root_outside_cwd(tmp_path: Path, start_watcher, batches) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "shared" / "lib").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    w = start_watcher(tmp_path / "app", watch=["**/*.py", "../shared/**/*.py"])
+    assert str(tmp_path / "other") not in w.apps["app"].watches
+    (tmp_path / "shared" / "lib" / "util.py").write_text("")
+    assert next_batch(batches) == ("app", ("../shared/lib/util.py",))
+    (tmp_path / "other" / "x.py").write_text("")
+    assert_quiet(batches)
+
+
+def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path, batches) -> None:
+    import errno
+
+    from watchdog.observers import Observer
+
+    class Exhausted(Observer):  # type: ignore[misc, valid-type]
+        def schedule(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    notices: list[tuple[str, str]] = []
+    w = Watcher(lambda app, paths: batches.put((app, paths)), lambda app, text: notices.append((app, text)),
+                observer=Exhausted())
+    try:
+        w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+        w.start()
+        assert notices and "max_user_watches" in notices[0][1]
+        (tmp_path / "late.py").write_text("x")
+        assert next_batch(batches) == ("app", ("late.py",))
+    finally:
+        w.stop()
