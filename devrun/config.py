@@ -9,10 +9,19 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pathspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
 from devrun import yamlsource
 from devrun.environment import InterpolationError, interpolate, interpolate_tree, read_env_file
@@ -67,15 +76,30 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
+def _env_text(value: object) -> object:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    if value is None:
+        return ""
+    return value  # str passes; anything else fails as "should be a valid string"
+
+
+# Environment values are text; numbers and booleans are written the way YAML shows them.
+EnvValue = Annotated[str, BeforeValidator(_env_text),
+                     WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
+
+
 class AppConfig(_Strict):
     app: str = Field(description="Import string: 'module:attr' or a factory call 'module:create_app()'.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(ge=1, le=65535, description="Port to listen on.")
     cwd: str = Field(".", description="Working folder of the app, relative to devrun.yaml.")
-    env: dict[str, str | int | float | bool] = Field(
+    env: dict[str, EnvValue] = Field(
         default_factory=dict, description="Extra environment variables for the app (they win over env_file)."
     )
-    env_file: EnvFileConfig | None = Field(
+    env_file: EnvFileConfig | str | None = Field(
         None, description="A dotenv file whose variables the app gets; a string or {path, optional}."
     )
     watch: list[str] = Field(
@@ -154,17 +178,23 @@ class App:
 
     def environment(self) -> dict[str, str]:
         """What the app's process gets on top of the runner's environment."""
-
-        def text(v: object) -> str:
-            return str(v).lower() if isinstance(v, bool) else str(v)
-
-        return {**self.file_env, **{k: text(v) for k, v in self.config.env.items()}}
+        return {**self.file_env, **self.config.env}
 
 
 @dataclass(frozen=True)
 class Config:
     file: Path
     apps: dict[str, App]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of devrun.yaml, from the models (shipped as docs/devrun.schema.json)."""
+    schema = FileModel.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "devrun.yaml",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
 
 
 def find_config(start: Path | None = None) -> Path | None:

@@ -56,14 +56,18 @@ def parse_import_string(text: str) -> ImportSpec:
     name = ast.unparse(node.func)
     if not _ATTR.match(name):
         raise ImportSpecError(f"{name!r} is not a valid factory name")
+    kwargs: dict[str, Any] = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ImportSpecError(f"**kwargs is not allowed in a factory call: {target!r}")
+        if kw.arg in kwargs:
+            raise ImportSpecError(f"keyword argument {kw.arg!r} repeated in {target!r}")
+        kwargs[kw.arg] = None
     try:
         args = tuple(ast.literal_eval(a) for a in node.args)
-        kwargs = {}
-        for kw in node.keywords:
-            if kw.arg is None:
-                raise ImportSpecError("**kwargs is not allowed in a factory call")
-            kwargs[kw.arg] = ast.literal_eval(kw.value)
-    except ValueError:
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: an unhashable literal such as {[]: 1}
         raise ImportSpecError(
             f"factory arguments must be literals (strings, numbers, lists, dicts): {target!r}"
         ) from None

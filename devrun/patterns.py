@@ -21,7 +21,7 @@ BUILTIN_IGNORES: tuple[str, ...] = (
     "node_modules/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".tox/", ".nox/",
     "*.egg-info/", ".devrun/",
     # editor temporaries and atomic-save leftovers
-    "*.swp", "*.swx", "*~", ".#*", "#*#", "4913",
+    "*.swp", "*.swx", "*~", ".#*", r"\#*#", "4913",  # `#` starts a comment: escape it
 )
 
 

@@ -17,7 +17,7 @@ from devrun import events
 
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def clean(line: str) -> str:
@@ -54,7 +54,9 @@ class PlainLog:
             case events.Ready(url=url, pid=pid, ms=ms):
                 self.line(app, f"ready {url} (pid {pid}, {ms:.0f} ms)", "green")
             case events.Reloading(paths=paths):
-                shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+                shown = ", ".join(clean(p) for p in paths[:5])
+                if len(paths) > 5:
+                    shown += f" and {len(paths) - 5} more"
                 self.line(app, f"reload ({shown})", "yellow")
             case events.Exited(returncode=rc, pid=pid, expected=expected):
                 if expected and rc in (0, -signal.SIGTERM):

@@ -40,7 +40,7 @@ def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Seconds to wait before restart number `failures` (1-based) of a crash loop."""
     if failures <= 0:
         return 0.0
-    return min(base * 2 ** (failures - 1), cap)
+    return min(base * 2 ** min(failures - 1, 32), cap)  # bounded exponent: no overflow
 
 
 class AppSupervisor:

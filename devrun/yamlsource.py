@@ -7,6 +7,7 @@ every later error can name ``file:line:col``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,29 @@ def load(path: Path) -> Document:
     return parse(text, file)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `NO: x` or
+    `env: {DEBUG: yes}` keep the text the user wrote."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse(text: str, file: str) -> Document:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError([Problem(file, 1, 1, "", "the file is empty; expected a mapping with an `apps:` key")])
         positions: dict[KeyPath, tuple[int, int]] = {(): (1, 1)}
         problems: list[Problem] = []
-        _walk(node, (), positions, problems, file, [0])
+        _walk(node, (), positions, problems, file, [0], set())
         if problems:
             raise ConfigError(problems)
         data = loader.construct_document(node)
@@ -114,6 +129,8 @@ def parse(text: str, file: str) -> Document:
         raise ConfigError([Problem(file, line, col, "", msg, excerpt(text, line, col))]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(file, 1, 1, "", "the document is nested too deeply to be a devrun.yaml")]) from None
     finally:
         loader.dispose()
     return Document(file, text, data, positions)
@@ -126,8 +143,13 @@ def _walk(
     problems: list[Problem],
     file: str,
     count: list[int],
+    ancestors: set[int],
 ) -> None:
     count[0] += 1
+    if id(node) in ancestors:
+        mark = node.start_mark
+        raise ConfigError([Problem(file, mark.line + 1, mark.column + 1, format_path(path),
+                                   "an alias refers to a node that contains it (a cycle); remove the alias")])
     if count[0] > MAX_NODES:
         mark = node.start_mark
         raise ConfigError([Problem(file, mark.line + 1, mark.column + 1, format_path(path),
@@ -146,9 +168,9 @@ def _walk(
                 continue
             seen[key] = mark.line + 1
             positions[(*path, key)] = (mark.line + 1, mark.column + 1)
-            _walk(value_node, (*path, key), positions, problems, file, count)
+            _walk(value_node, (*path, key), positions, problems, file, count, ancestors | {id(node)})
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             mark = item.start_mark
             positions[(*path, i)] = (mark.line + 1, mark.column + 1)
-            _walk(item, (*path, i), positions, problems, file, count)
+            _walk(item, (*path, i), positions, problems, file, count, ancestors | {id(node)})

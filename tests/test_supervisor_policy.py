@@ -1,0 +1,260 @@
+"""Unit tests for the pure restart/reload policy: supervisor.backoff_delay and watcher.Debouncer.
+
+The Debouncer is driven with a fake clock, calling add() and due() directly while holding its
+condition; its thread is never started.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from devrun.supervisor import backoff_delay
+from devrun.watcher import MAX_WAIT, Debouncer
+
+# -- backoff_delay -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failures", [0, -1, -100])
+def test_no_failures_means_no_delay(failures: int) -> None:
+    assert backoff_delay(failures) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 10.0), (7, 10.0), (50, 10.0), (1000, 10.0)],
+)
+def test_doubles_from_half_a_second_up_to_the_cap(failures: int, delay: float) -> None:
+    assert backoff_delay(failures) == delay
+
+
+def test_delays_never_decrease_and_never_exceed_the_cap() -> None:
+    delays = [backoff_delay(n) for n in range(0, 64)]
+    assert delays == sorted(delays)
+    assert max(delays) == 10.0
+    assert delays.count(10.0) == 64 - 6  # capped from failure 6 on
+
+
+def test_custom_base_and_cap() -> None:
+    assert backoff_delay(1, base=0.1, cap=1.0) == pytest.approx(0.1)
+    assert backoff_delay(3, base=0.1, cap=1.0) == pytest.approx(0.4)
+    assert backoff_delay(5, base=0.1, cap=1.0) == 1.0
+    assert backoff_delay(2, base=3.0, cap=100.0) == 6.0
+    assert backoff_delay(0, base=3.0, cap=100.0) == 0.0
+
+
+@pytest.mark.parametrize("failures", [1025, 5000])
+def test_regression_a_very_long_crash_loop_overflows(failures: int) -> None:
+    """Regression (was a bug, devrun/supervisor.py:43): `base * 2 ** (failures - 1)` is computed before the cap, and
+    from failures=1025 on the int 2**1024 cannot be converted to float: OverflowError instead of
+    the 10 s cap. failures only resets on a change or after 5 s of uptime, so an app that keeps
+    crashing for ~3 hours (1024 restarts at 10 s) would crash the runner in _on_exit."""
+    assert backoff_delay(failures) == 10.0
+
+
+# -- Debouncer ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Batch = tuple[str, tuple[str, ...]]
+
+
+class Harness:
+    """A Debouncer with a fake clock; every call is made while holding its condition."""
+
+    def __init__(self, delays: dict[str, float] | None = None) -> None:
+        self.clock = FakeClock()
+        self.batches: list[Batch] = []
+        self.debouncer = Debouncer(lambda key, paths: self.batches.append((key, paths)), clock=self.clock)
+        self.debouncer.delays.update(delays or {})
+
+    def add(self, key: str, *paths: str) -> None:
+        with self.debouncer.cond:
+            for path in paths:
+                self.debouncer.add(key, path)
+
+    def at(self, t: float) -> list[Batch]:
+        """Advance the clock to start+t and return what is due."""
+        self.clock.now = 100.0 + t
+        with self.debouncer.cond:
+            return self.debouncer.due(self.clock.now)
+
+    def add_at(self, t: float, key: str, *paths: str) -> None:
+        self.clock.now = 100.0 + t
+        self.add(key, *paths)
+
+
+def test_thread_is_not_started_and_nothing_is_called_back() -> None:
+    h = Harness({"web": 0.1})
+    h.add_at(0, "web", "app.py")
+    assert h.at(5) == [("web", ("app.py",))]
+    assert not h.debouncer.thread.is_alive()
+    assert h.batches == []  # due() returns batches, it does not call on_batch
+
+
+def test_nothing_is_due_without_changes() -> None:
+    h = Harness()
+    assert h.at(0) == []
+    assert h.at(1000) == []
+
+
+def test_burst_is_coalesced_into_one_batch() -> None:
+    h = Harness({"web": 0.1})
+    h.add_at(0.00, "web", "a.py")
+    h.add_at(0.02, "web", "b.py")
+    h.add_at(0.05, "web", "c.py")
+    assert h.at(0.10) == []  # 0.05 after the last change: still inside the quiet period
+    assert h.at(0.149) == []
+    assert h.at(0.15) == [("web", ("a.py", "b.py", "c.py"))]
+    assert h.at(0.16) == []  # popped: not delivered twice
+    assert h.debouncer.pending == {}
+
+
+def test_each_change_restarts_the_quiet_period() -> None:
+    h = Harness({"web": 0.2})
+    for i in range(4):
+        h.add_at(i * 0.15, "web", f"f{i}.py")  # every change lands inside the previous quiet period
+        assert h.at(i * 0.15 + 0.19) == []
+    assert h.at(0.45 + 0.2) == [("web", ("f0.py", "f1.py", "f2.py", "f3.py"))]
+
+
+def test_single_change_is_due_exactly_after_its_delay() -> None:
+    h = Harness({"web": 0.3})
+    h.add_at(1.0, "web", "app.py")
+    assert h.at(1.299) == []
+    assert h.at(1.3) == [("web", ("app.py",))]
+
+
+def test_default_delay_for_an_unknown_key_is_30_ms() -> None:
+    h = Harness()
+    h.add_at(0, "other", "x.py")
+    assert h.at(0.029) == []
+    assert h.at(0.031) == [("other", ("x.py",))]
+
+
+def test_per_key_delays_are_respected() -> None:
+    h = Harness()
+    h.debouncer.delays["fast"] = 0.05
+    h.debouncer.delays["slow"] = 0.5
+    h.add_at(0, "fast", "f.py")
+    h.add_at(0, "slow", "s.py")
+    assert h.at(0.05) == [("fast", ("f.py",))]
+    assert h.at(0.3) == []
+    assert h.at(0.5) == [("slow", ("s.py",))]
+
+
+def test_zero_delay_is_due_at_once() -> None:
+    h = Harness({"web": 0.0})
+    h.add_at(2.0, "web", "app.py")
+    assert h.at(2.0) == [("web", ("app.py",))]
+
+
+def test_steady_stream_is_flushed_at_latest_max_wait_after_the_first_event() -> None:
+    assert MAX_WAIT == 1.0
+    h = Harness({"web": 0.1})
+    t = 0.0
+    flushed_at = None
+    while t < 3.0:
+        h.add_at(t, "web", f"f{round(t * 100)}.py")  # a change every 50 ms: never quiet for 100 ms
+        out = h.at(t + 0.049)
+        if out:
+            flushed_at = t + 0.049
+            break
+        t += 0.05
+    # Checking at t+0.049 after each change: the first check at or past 1.0 s is 1.049.
+    assert flushed_at == pytest.approx(1.049)
+    assert out[0][0] == "web"
+    assert out[0][1][0] == "f0.py"
+    assert len(out[0][1]) == 21  # changes at 0.00, 0.05, ..., 1.00
+
+
+def test_max_wait_deadline_is_exact() -> None:
+    h = Harness({"web": 0.5})
+    for i in range(10):
+        h.add_at(i * 0.1, "web", "app.py")  # last change at 0.9: quiet deadline would be 1.4
+    assert h.at(MAX_WAIT - 0.001) == []
+    assert h.at(MAX_WAIT) == [("web", ("app.py",))]
+
+
+def test_a_new_stream_after_a_flush_gets_a_new_max_wait() -> None:
+    h = Harness({"web": 0.5})
+    for i in range(11):
+        h.add_at(i * 0.1, "web", "a.py")
+    assert h.at(1.0) == [("web", ("a.py",))]
+    h.add_at(1.05, "web", "b.py")  # first event of the next batch
+    assert h.at(1.5) == []
+    assert h.at(1.55) == [("web", ("b.py",))]
+
+
+def test_delay_longer_than_max_wait_is_capped_by_max_wait() -> None:
+    h = Harness({"web": 5.0})
+    h.add_at(0, "web", "app.py")
+    assert h.at(0.999) == []
+    assert h.at(1.0) == [("web", ("app.py",))]
+
+
+def test_keys_are_kept_separate() -> None:
+    h = Harness({"web": 0.1, "api": 0.3})
+    h.add_at(0.00, "web", "web.py")
+    h.add_at(0.08, "api", "api.py")  # a change of another app does not extend web's burst
+    h.add_at(0.09, "web", "shared.py")
+    assert h.at(0.185) == []
+    assert h.at(0.19) == [("web", ("web.py", "shared.py"))]
+    assert h.at(0.30) == []
+    h.add_at(0.30, "api", "more.py")  # api's burst goes on; web's is gone
+    assert h.at(0.599) == []
+    assert h.at(0.60) == [("api", ("api.py", "more.py"))]
+    assert h.debouncer.pending == {}
+
+
+def test_several_keys_due_at_once_come_back_together() -> None:
+    h = Harness({"web": 0.1, "api": 0.1})
+    h.add_at(0, "web", "w.py")
+    h.add_at(0, "api", "a.py")
+    assert sorted(h.at(0.2)) == [("api", ("a.py",)), ("web", ("w.py",))]
+    assert h.at(0.3) == []
+
+
+def test_paths_are_deduplicated_keeping_first_seen_order() -> None:
+    h = Harness({"web": 0.1})
+    h.add_at(0.00, "web", "b.py", "a.py", "b.py")
+    h.add_at(0.01, "web", "c.py", "a.py")
+    h.add_at(0.02, "web", "b.py")
+    assert h.at(0.2) == [("web", ("b.py", "a.py", "c.py"))]
+
+
+def test_same_path_for_two_keys_is_reported_to_both() -> None:
+    h = Harness({"web": 0.1, "api": 0.1})
+    h.add_at(0, "web", "shared/models.py")
+    h.add_at(0, "api", "shared/models.py")
+    assert sorted(h.at(0.1)) == [("api", ("shared/models.py",)), ("web", ("shared/models.py",))]
+
+
+def test_add_uses_the_debouncer_clock() -> None:
+    h = Harness({"web": 0.1})
+    h.add_at(7.0, "web", "a.py")
+    h.add_at(7.5, "web", "b.py")
+    entry = h.debouncer.pending["web"]
+    assert entry.first == pytest.approx(107.0)
+    assert entry.last == pytest.approx(107.5)
+
+
+def test_add_can_be_called_without_holding_the_condition() -> None:
+    clock = FakeClock(0.0)
+    debouncer = Debouncer(lambda key, paths: None, clock=clock)
+    debouncer.add("web", "app.py")  # takes the condition itself
+    with debouncer.cond:
+        assert debouncer.due(1.0) == [("web", ("app.py",))]
+
+
+def test_close_marks_the_debouncer_closed_without_a_thread() -> None:
+    h = Harness()
+    h.debouncer.close()
+    assert h.debouncer.closed is True
+    assert not h.debouncer.thread.is_alive()
