@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import pathspec
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,14 +50,6 @@ class EnvFileConfig(_Strict):
     optional: bool = Field(False, description="If true, a missing file is not an error.")
 
 
-def _check_globs(patterns: list[str]) -> list[str]:
-    for pattern in patterns:
-        problem = glob_problem(pattern)
-        if problem:
-            raise ValueError(problem)
-    return patterns
-
-
 def glob_problem(pattern: str) -> str | None:
     """Why a watch/ignore pattern is unusable, or None."""
     if not pattern.strip():
@@ -86,6 +79,16 @@ def _env_text(value: object) -> object:
     return value  # str passes; anything else fails as "should be a valid string"
 
 
+def _check_glob(pattern: str) -> str:
+    problem = glob_problem(pattern)
+    if problem:
+        raise ValueError(problem)
+    return pattern
+
+
+# Checked one by one, so an error names the item (`apps.web.watch[1]`) and its line.
+Glob = Annotated[str, AfterValidator(_check_glob)]
+
 # Environment values are text; numbers and booleans are written the way YAML shows them.
 EnvValue = Annotated[str, BeforeValidator(_env_text),
                      WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
@@ -102,11 +105,11 @@ class AppConfig(_Strict):
     env_file: EnvFileConfig | str | None = Field(
         None, description="A dotenv file whose variables the app gets; a string or {path, optional}."
     )
-    watch: list[str] = Field(
+    watch: list[Glob] = Field(
         default_factory=lambda: ["**/*.py"],
         description="Gitignore-style globs, relative to cwd, whose changes restart the app.",
     )
-    ignore: list[str] = Field(
+    ignore: list[Glob] = Field(
         default_factory=list, description="Gitignore-style globs to ignore, on top of the built-in ones."
     )
     respect_gitignore: bool = Field(True, description="Also ignore what the project's .gitignore files ignore.")
@@ -131,11 +134,6 @@ class AppConfig(_Strict):
     @classmethod
     def _env_file_shorthand(cls, value: object) -> object:
         return {"path": value} if isinstance(value, str) else value
-
-    @field_validator("watch", "ignore")
-    @classmethod
-    def _globs(cls, value: list[str]) -> list[str]:
-        return _check_globs(value)
 
 
 # `defaults:` holds any app key, none required; built from AppConfig so the two never drift.

@@ -119,6 +119,10 @@ def parse(text: str, file: str) -> Document:
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and exc.context_mark is not None and not text[mark.index:].strip():
+            # The problem is the end of the file (an unclosed quote or bracket): point at where
+            # the unfinished thing starts.
+            mark = exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         msg = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
