@@ -45,6 +45,11 @@ class DebugConfig(_Strict):
     )
 
 
+class BackoffConfig(_Strict):
+    initial: float = Field(0.5, gt=0, le=60, description="Seconds before the first restart of a crashed app.")
+    max: float = Field(10.0, gt=0, le=600, description="The longest wait between restarts of a crash loop.")
+
+
 class EnvFileConfig(_Strict):
     path: str = Field(description="A dotenv file, relative to devrun.yaml.")
     optional: bool = Field(False, description="If true, a missing file is not an error.")
@@ -118,6 +123,9 @@ class AppConfig(_Strict):
     )
     graceful_timeout: float = Field(
         5.0, ge=0, le=300, description="Seconds a stopping app may take to finish its requests."
+    )
+    backoff: BackoffConfig = Field(
+        default_factory=BackoffConfig, description="Restart delays of a crashing app: doubling from initial to max."
     )
     debug: DebugConfig = Field(default_factory=DebugConfig)
 
@@ -364,7 +372,7 @@ def _model_at(loc: KeyPath) -> type[BaseModel] | None:
     if len(app_loc) == 1:
         return AppConfig
     if len(app_loc) == 2:
-        return {"debug": DebugConfig, "env_file": EnvFileConfig}.get(str(app_loc[0]))
+        return {"debug": DebugConfig, "env_file": EnvFileConfig, "backoff": BackoffConfig}.get(str(app_loc[0]))
     return None
 
 

@@ -7,6 +7,7 @@ dataclasses below and hands them to the views, which only read them.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,16 @@ def encode_wire(kind: str, **fields: Any) -> bytes:
                 fields[key] = fields[key][-(MAX_WIRE // 2):]
         data = json.dumps({"type": kind, **fields}, separators=(",", ":"), default=str).encode()[: MAX_WIRE - 1] + b"\n"
     return data
+
+
+def describe_exit(returncode: int) -> str:
+    """'exited with code 3' or 'killed by SIGKILL', from a Popen returncode."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def decode_wire(line: bytes) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from devrun import events
+from devrun.events import describe_exit
 
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
@@ -24,15 +25,6 @@ def clean(line: str) -> str:
     """Child output made safe for a terminal: escape sequences removed, controls made visible."""
     line = _ANSI.sub("", line)
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 class PlainLog:

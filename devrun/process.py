@@ -80,6 +80,18 @@ class Generation:
         self.signal_group(signal.SIGKILL)
 
 
+_lifeline: tuple[int, int] | None = None
+
+
+def lifeline_fd() -> int:
+    """The read end of a pipe whose write end only the runner holds, for life: every child
+    watches it, and EOF means the runner is gone (however it died)."""
+    global _lifeline
+    if _lifeline is None:
+        _lifeline = os.pipe()  # both ends non-inheritable; the read end is passed explicitly
+    return _lifeline[0]
+
+
 def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post) -> Generation:
     read_fd, write_fd = os.pipe()
     cfg = app.config
@@ -90,6 +102,7 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
         "listen_fd": listener.fileno(),
         "event_fd": write_fd,
         "runner_pid": os.getpid(),
+        "lifeline_fd": lifeline_fd(),
         "graceful_timeout": cfg.graceful_timeout,
         "debug": cfg.debug.model_dump(),
     }
@@ -103,7 +116,7 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            pass_fds=(listener.fileno(), write_fd),
+            pass_fds=(listener.fileno(), write_fd, lifeline_fd()),
             start_new_session=True,  # a terminal's Ctrl-C reaches only the runner
         )
     finally:

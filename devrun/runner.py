@@ -18,6 +18,7 @@ from typing import Protocol
 
 from devrun import events, sockets
 from devrun.config import App, Config, is_loopback
+from devrun.fallback import Fallback
 from devrun.patterns import Matcher
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
 from devrun.watcher import Watcher
@@ -107,7 +108,8 @@ class Runner:
                 continue
             self.listeners.append(listener)
             env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
-            sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put)
+            sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put,
+                                fallback=Fallback(app.name, listener))
             self.supervisors[app.name] = sup
             watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay)
         for sup in self.supervisors.values():

@@ -8,13 +8,17 @@ Reloads are blue/green: the new generation loads and serves before the old one i
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
 from devrun import events, process
 from devrun.config import App
+from devrun.fallback import Fallback
+from devrun.patterns import repo_top
 from devrun.process import ChildExited, ChildMessage, ChildOutput, Generation
 
 Emit = Callable[[events.Event], None]
@@ -24,6 +28,11 @@ Spawn = Callable[..., Generation]
 KILL_MARGIN = 1.0
 # A generation that stayed up this long was not crash-looping.
 STABLE_AFTER = 5.0
+# A first start slower than this gets the runner's "still starting" page instead of a wait.
+SLOW_START = 3.0
+# How long a reload waits for a git checkout or rebase (.git/index.lock) to finish.
+GIT_LOCK_WAIT = 10.0
+RECENT_OUTPUT = 40
 
 
 class State(str, Enum):
@@ -36,6 +45,12 @@ class State(str, Enum):
     STOPPED = "stopped"
 
 
+def git_busy(root: os.PathLike[str] | str) -> bool:
+    """True while git rewrites the working tree (checkout, rebase, merge) of root's repository."""
+    top = repo_top(os.fspath(root))
+    return top is not None and os.path.exists(os.path.join(top, ".git", "index.lock"))
+
+
 def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Seconds to wait before restart number `failures` (1-based) of a crash loop."""
     if failures <= 0:
@@ -46,7 +61,8 @@ def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
 class AppSupervisor:
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], emit: Emit,
                  post: process.Post, spawn: Spawn = process.spawn,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, fallback: Fallback | None = None,
+                 busy: Callable[[], bool] | None = None):
         self.app = app
         self.listener = listener
         self.env = env
@@ -63,6 +79,11 @@ class AppSupervisor:
         self.restart_at: float | None = None
         self.reloads = 0
         self.stopping = False
+        self.fallback = fallback
+        self.busy = busy or (lambda: git_busy(app.root))
+        self.held: dict[str, None] = {}  # changes waiting for git to finish
+        self.held_until: float | None = None
+        self.recent: deque[str] = deque(maxlen=RECENT_OUTPUT)
 
     @property
     def name(self) -> str:
@@ -77,6 +98,16 @@ class AppSupervisor:
     def reload(self, paths: tuple[str, ...]) -> None:
         if self.stopping:
             return
+        if self.busy() and (self.held_until is None or self.clock() < self.held_until):
+            # Mid-checkout the tree is half old, half new: reload once, when git is done.
+            if self.held_until is None:
+                self.held_until = self.clock() + GIT_LOCK_WAIT
+            self.held.update(dict.fromkeys(paths))
+            return
+        if self.held:
+            paths = tuple({**self.held, **dict.fromkeys(paths)})
+            self.held.clear()
+        self.held_until = None
         self.reloads += 1
         self.failures = 0  # a change is a new attempt, not part of a crash loop
         self.restart_at = None
@@ -90,6 +121,8 @@ class AppSupervisor:
             if gen is not None:
                 self._retire(gen)
         self.pending = self.current = None
+        if self.fallback is not None:
+            self.fallback.close()
         self._set(State.STOPPED)
 
     @property
@@ -106,6 +139,15 @@ class AppSupervisor:
         if self.restart_at is not None and now >= self.restart_at and not self.stopping:
             self.restart_at = None
             self._launch()
+        if self.held and (not self.busy() or (self.held_until is not None and now >= self.held_until)):
+            self.held_until = self.clock()  # let reload() through
+            self.reload(())
+        pending = self.pending
+        if (pending is not None and self.current is None and now - pending.started >= SLOW_START
+                and self.fallback is not None and not self.fallback.answering):
+            self.fallback.answer("is still starting",
+                                 f"generation {pending.number} (pid {pending.pid}) has been loading the app for "
+                                 f"{now - pending.started:.0f} s; its output is below.", list(self.recent))
 
     # -- what the children say -------------------------------------------------------------
 
@@ -113,6 +155,7 @@ class AppSupervisor:
         if isinstance(item, ChildMessage):
             self._on_message(item.generation, item.message)
         elif isinstance(item, ChildOutput):
+            self.recent.append(item.line)
             self.emit(events.Output(self.name, item.line))
         elif isinstance(item, ChildExited):
             self._on_exit(item.generation, item.returncode)
@@ -125,6 +168,8 @@ class AppSupervisor:
         elif kind in ("ready", "failed") and gen is self.pending:
             gen.ready = True
             self._promote(gen)
+            if self.fallback is not None:
+                self.fallback.quiet()
             if kind == "ready":
                 self._set(State.READY)
                 self.emit(events.Ready(self.name, gen.pid, self.app.url, float(msg.get("ms", 0))))
@@ -156,10 +201,15 @@ class AppSupervisor:
         if self.clock() - gen.started >= STABLE_AFTER:
             self.failures = 0
         self.failures += 1
-        delay = backoff_delay(self.failures)
+        backoff = self.app.config.backoff
+        delay = backoff_delay(self.failures, backoff.initial, backoff.max)
         self.restart_at = self.clock() + delay
         self._set(State.BACKOFF)
-        self.emit(events.Notice(self.name, f"crashed; restarting in {delay:.1f}s", "error"))
+        how = events.describe_exit(returncode)
+        self.emit(events.Notice(self.name, f"crashed ({how}); restarting in {delay:.1f}s", "error"))
+        if self.fallback is not None:
+            self.fallback.answer("crashed", f"The app's process {how}; devrun restarts it in {delay:.1f} s, "
+                                 "or at once when you save a change. Its last output:", list(self.recent))
 
     # -- process control -------------------------------------------------------------------
 

@@ -218,7 +218,11 @@ def test_a_crashed_child_is_restarted(tmp_path: Path, devrun: Callable[..., Devr
     with contextlib.suppress(OSError):  # the connection dies with the child
         get(f"http://127.0.0.1:{port}/die", 2)
     d.wait_line(lambda ln: ln.startswith("solo") and "exited with code 3" in ln, 10)
-    second = wait_for(lambda: (b := get(f"http://127.0.0.1:{port}/", 2)[1]) != first and b, 15, "a new child")
+    def new_pid() -> str | None:
+        status, body = get(f"http://127.0.0.1:{port}/", 2)
+        return body if status == 200 and body != first else None
+
+    second = wait_for(new_pid, 15, "a new child")
     assert second.isdigit() and second != first
 
 

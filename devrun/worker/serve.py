@@ -6,7 +6,6 @@ Runs after ``gevent.monkey.patch_all()`` (see ``__main__``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import traceback
 from typing import Any
 
 import gevent
+from gevent import monkey
 from gevent.event import Event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
@@ -26,29 +26,30 @@ from devrun.worker.errorpage import error_app
 from devrun.worker.reporting import Reporter
 
 SPEC_ENV = "DEVRUN_WORKER"
-PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent: int) -> None:
-    """Make sure we never outlive the runner, even when it is SIGKILLed."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    # The runner may already have died between fork and prctl.
-    if os.getppid() != parent:
-        os._exit(1)
+def die_with_runner(parent: int, lifeline_fd: int | None) -> None:
+    """Never outlive the runner, even when it is SIGKILLed, and take the app's own
+    processes along: the runner holds the write end of the lifeline pipe, so its death is
+    EOF here. A real OS thread watches it, so a CPU-bound request cannot delay it."""
+    if os.getppid() != parent:  # the runner died before we got here
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    if lifeline_fd is None:
+        return
 
-    def watch_parent() -> None:  # for systems without prctl
+    def watch() -> None:
         while True:
-            gevent.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
+            try:
+                if not os.read(lifeline_fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # us, and whatever the app started
 
-    if not sys.platform.startswith("linux"):
-        gevent.spawn(watch_parent)
+    start_thread = monkey.get_original("_thread", "start_new_thread")
+    start_thread(watch, ())
 
 
 class ReportingHandler(WSGIHandler):
@@ -105,7 +106,7 @@ def close_idle(handlers: set[ReportingHandler]) -> None:
 def main() -> int:
     spec = json.loads(os.environ.pop(SPEC_ENV))
     t0 = time.monotonic()
-    die_with_parent(spec["runner_pid"])
+    die_with_runner(spec["runner_pid"], spec.get("lifeline_fd"))
     reporter = Reporter(spec.get("event_fd"))
     listener = socket.socket(fileno=spec["listen_fd"])
     root = spec["cwd"]
