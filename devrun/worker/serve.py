@@ -18,6 +18,7 @@ from typing import Any
 import gevent
 from gevent import monkey
 from gevent.event import Event
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from devrun.importspec import parse_import_string
@@ -134,7 +135,8 @@ def main() -> int:
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
-    server = WSGIServer(listener, app, handler_class=handler, log=None, error_log=sys.stderr)
+    # A pool (unbounded) lets stop() wait for in-flight requests; without one it would not.
+    server = WSGIServer(listener, app, handler_class=handler, log=None, error_log=sys.stderr, spawn=Pool(None))
     server.start()
     ms = round((time.monotonic() - t0) * 1000, 1)
     if failed:
