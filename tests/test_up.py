@@ -250,3 +250,18 @@ def test_config_errors_exit_2_without_a_traceback(tmp_path: Path, devrun: Callab
     d = devrun("up", "nosuch", "--no-dashboard", "-c", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert d.proc is not None and d.proc.wait(20) == 2
     wait_for(lambda: "missing.yaml" in d.output, 5, "the error message")
+
+
+def test_broken_code_in_debug_mode_shows_the_debugger_page_every_time(
+    tmp_path: Path, devrun: Callable[..., Devrun]
+) -> None:
+    port = free_port()
+    write(tmp_path / "app.py", "def app(environ, start_response)\n    pass\n")
+    write(tmp_path / "devrun.yaml", f"apps:\n  solo: {{app: 'app:app', port: {port}, debug: {{enabled: true}}}}\n")
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2)[0] == 500, 30, "the error page")
+    pages = [get(f"http://127.0.0.1:{port}/")[1] for _ in range(3)]
+    assert all("Werkzeug Debugger" in p and "SyntaxError" in p for p in pages)
+    # The same traceback each time: re-raising must not pile up frames request after request.
+    assert pages[1].count("errorpage.py") == pages[2].count("errorpage.py") == 1
+    d.wait_line(lambda ln: "error: SyntaxError" in ln, 5)

@@ -18,16 +18,16 @@ this page reloads by itself once the app is ready.</p>
 """
 
 
-class LoadFailure(Exception):
-    """Re-raised on every request so Werkzeug's debugger shows the original traceback."""
-
-
 def error_app(name: str, spec: str, exc: BaseException, traceback_text: str,
               debug: bool) -> Callable[..., Any]:
     summary = f"{type(exc).__name__}: {exc}"
     if debug:
+        tb = exc.__traceback__
+
         def raising_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            raise exc
+            # Reset the traceback each time: raising the same object again would append this
+            # frame to it on every request.
+            raise exc.with_traceback(tb)
 
         return raising_app
 
