@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,5 +148,31 @@ def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path, batches) -
         assert notices and "max_user_watches" in notices[0][1]
         (tmp_path / "late.py").write_text("x")
         assert next_batch(batches) == ("app", ("late.py",))
+    finally:
+        w.stop()
+
+
+def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches) -> None:
+    class Flaky(Matcher):
+        calls = 0
+
+        def matches(self, path):  # type: ignore[no-untyped-def]
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("boom in a handler")
+            return super().matches(path)
+
+    w = Watcher(lambda app, paths: batches.put((app, paths)))
+    try:
+        w.add("app", Flaky(tmp_path, ["**/*.py"]), 0.05)
+        w.start()
+        (tmp_path / "first.py").write_text("x")  # this event's handling raises
+        wait_for_calls = 0
+        while Flaky.calls == 0 and wait_for_calls < 500:
+            wait_for_calls += 1
+            threading.Event().wait(0.01)
+        (tmp_path / "second.py").write_text("x")
+        app, paths = next_batch(batches)
+        assert "second.py" in paths
     finally:
         w.stop()

@@ -17,9 +17,15 @@ def enable_framework_debug(app: Any) -> None:
         app.jinja_env.auto_reload = True
 
 
-def wrap_debugger(app: Callable[..., Any], evalex: bool, pin: bool) -> Callable[..., Any]:
+def wrap_debugger(app: Callable[..., Any], evalex: bool, pin: bool, allow_remote: bool = False) -> Callable[..., Any]:
     from werkzeug.debug import DebuggedApplication
+
+    class Debugger(DebuggedApplication):
+        def check_host_trust(self, environ: dict[str, Any]) -> bool:
+            # Werkzeug trusts only localhost and 127.0.0.1 as Host headers; an app the user
+            # explicitly exposed (debug.allow_remote, PIN mandatory) is reached by other names.
+            return allow_remote or super().check_host_trust(environ)
 
     # The PIN itself comes from WERKZEUG_DEBUG_PIN, chosen by the runner once per run, so every
     # generation accepts the same PIN and a reload keeps the browser's debugger session.
-    return DebuggedApplication(app, evalex=evalex, pin_security=pin, pin_logging=False)
+    return Debugger(app, evalex=evalex, pin_security=pin, pin_logging=False)

@@ -131,7 +131,7 @@ def main() -> int:
         failed = (summary, text)
         app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"])
     if debug["enabled"]:
-        app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"])
+        app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"], allow_remote=debug["allow_remote"])
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
