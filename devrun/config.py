@@ -321,18 +321,17 @@ def _read_env_file(doc: Document, path: KeyPath, merged: dict[str, Any], base: P
 
 def _cross_checks(doc: Document, apps: dict[str, App]) -> list[Problem]:
     problems = []
-    bound: dict[tuple[str, int], str] = {}
+    bound: list[tuple[str, int, str]] = []
     for name, app in apps.items():
         cfg = app.config
         if not app.root.is_dir():
             problems.append(_at(doc, ("apps", name, "cwd"), f"folder {str(app.root)!r} does not exist "
-                                f"(cwd {cfg.cwd!r} is relative to {Path(doc.file).parent})"))
-        address = (cfg.host, cfg.port)
-        if address in bound:
+                                f"(cwd {cfg.cwd!r} is relative to {Path(doc.file).resolve().parent})"))
+        clash = next((other for host, port, other in bound if port == cfg.port and _overlap(host, cfg.host)), None)
+        if clash is not None:
             problems.append(_at(doc, ("apps", name, "port"),
-                                f"{cfg.host}:{cfg.port} is already used by app `{bound[address]}`; "
-                                "choose another port"))
-        bound[address] = name
+                                f"{cfg.host}:{cfg.port} is already used by app `{clash}`; choose another port"))
+        bound.append((cfg.host, cfg.port, name))
         if cfg.debug.enabled and not is_loopback(cfg.host) and not cfg.debug.allow_remote:
             problems.append(_at(doc, ("apps", name, "host"),
                                 f"debug mode on {cfg.host!r} would let anyone who reaches it run code; "
@@ -341,6 +340,17 @@ def _cross_checks(doc: Document, apps: dict[str, App]) -> list[Problem]:
             problems.append(_at(doc, ("apps", name, "debug", "pin"),
                                 "the debugger PIN cannot be turned off on a non-loopback host"))
     return problems
+
+
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Would listening on both addresses (same port) collide? A wildcard takes every address."""
+    def norm(host: str) -> str:
+        return "127.0.0.1" if host == "localhost" else host
+
+    return norm(a) == norm(b) or a in WILDCARDS or b in WILDCARDS
 
 
 def _at(doc: Document, loc: KeyPath, message: str) -> Problem:

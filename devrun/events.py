@@ -17,13 +17,25 @@ from typing import Any
 MAX_WIRE = 4096
 
 
+def _dump(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+
+
 def encode_wire(kind: str, **fields: Any) -> bytes:
-    data = json.dumps({"type": kind, **fields}, separators=(",", ":"), default=str).encode() + b"\n"
-    if len(data) > MAX_WIRE:
-        for key in ("traceback", "path"):
-            if isinstance(fields.get(key), str):
-                fields[key] = fields[key][-(MAX_WIRE // 2):]
-        data = json.dumps({"type": kind, **fields}, separators=(",", ":"), default=str).encode()[: MAX_WIRE - 1] + b"\n"
+    """One JSON line of at most MAX_WIRE bytes: long text fields are shortened, never the JSON."""
+    msg = {"type": kind, **fields}
+    data = _dump(msg)
+    while len(data) > MAX_WIRE:
+        texts = [k for k, v in msg.items() if k != "type" and isinstance(v, str) and len(v) > 64]
+        if not texts:
+            return _dump({"type": kind, "truncated": True})
+        key = max(texts, key=lambda k: len(msg[k]))
+        value = msg[key]
+        # Halve the longest text until the line fits (characters may take several bytes).
+        keep = len(value) // 2
+        # A traceback's end says what went wrong; other text's start says what it is about.
+        msg[key] = "..." + value[len(value) - keep:] if key == "traceback" else value[:keep] + "..."
+        data = _dump(msg)
     return data
 
 

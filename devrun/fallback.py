@@ -27,6 +27,8 @@ small{{color:#666}}</style></head>
 
 READ_TIMEOUT = 2.0
 MAX_HEADER = 64 * 1024
+# Connections answered at once; beyond that the answer is sent without reading the request.
+MAX_READERS = 32
 
 
 class Fallback:
@@ -37,6 +39,7 @@ class Fallback:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.closed = False
+        self.readers = threading.BoundedSemaphore(MAX_READERS)
         self.thread = threading.Thread(target=self._run, name=f"devrun-{name}-fallback", daemon=True)
         self.thread.start()
 
@@ -90,7 +93,17 @@ class Fallback:
                 continue
             except OSError:
                 return
-            threading.Thread(target=_reply, args=(conn, response), daemon=True).start()
+            if self.readers.acquire(blocking=False):
+                threading.Thread(target=self._reply, args=(conn, response), daemon=True).start()
+            else:
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(response)
+
+    def _reply(self, conn: socket.socket, response: bytes) -> None:
+        try:
+            _reply(conn, response)
+        finally:
+            self.readers.release()
 
 
 def _reply(conn: socket.socket, response: bytes) -> None:

@@ -67,12 +67,12 @@ class Generation:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def retire(self, grace: float) -> None:
-        """Ask it to finish in-flight requests and exit; killed if it takes longer than grace."""
+    def retire(self, kill_at: float) -> None:
+        """Ask it to finish in-flight requests and exit; it is killed if still there at kill_at."""
         if self.exited or self.retired:
             return
         self.retired = True
-        self.kill_at = time.monotonic() + grace
+        self.kill_at = kill_at
         self.signal_group(signal.SIGTERM)
 
     def kill(self) -> None:
@@ -106,7 +106,8 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
         "graceful_timeout": cfg.graceful_timeout,
         "debug": cfg.debug.model_dump(),
     }
-    child_env = {**os.environ, **env, **app.environment(), "PYTHONUNBUFFERED": "1",
+    # The runner's own variables (the debugger PIN) win over the app's: the printed PIN must work.
+    child_env = {**os.environ, **app.environment(), **env, "PYTHONUNBUFFERED": "1",
                  "DEVRUN_WORKER": json.dumps(spec)}
     try:
         proc = subprocess.Popen(

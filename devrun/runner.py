@@ -12,7 +12,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,7 +152,6 @@ class Runner:
                     for gen in sup.retiring:
                         gen.kill()
                 seen = self.stop_requested
-            self.stop_requested = seen
             with contextlib.suppress(queue.Empty):
                 self._dispatch(self.inbox.get(timeout=TICK))
             for sup in self.supervisors.values():
@@ -172,5 +171,3 @@ class Runner:
 def run_apps(config: Config, names: Sequence[str], views: Sequence[View]) -> int:
     return Runner(config, names, views).run()
 
-
-Callback = Callable[[events.Event], None]

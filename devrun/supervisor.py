@@ -48,7 +48,19 @@ class State(str, Enum):
 def git_busy(root: os.PathLike[str] | str) -> bool:
     """True while git rewrites the working tree (checkout, rebase, merge) of root's repository."""
     top = repo_top(os.fspath(root))
-    return top is not None and os.path.exists(os.path.join(top, ".git", "index.lock"))
+    if top is None:
+        return False
+    git = os.path.join(top, ".git")
+    if os.path.isfile(git):  # a worktree or submodule: `gitdir: <path>`
+        try:
+            with open(git, encoding="utf-8") as f:
+                first = f.readline().strip()
+        except OSError:
+            return False
+        if not first.startswith("gitdir:"):
+            return False
+        git = os.path.join(top, first.removeprefix("gitdir:").strip())
+    return os.path.exists(os.path.join(git, "index.lock"))
 
 
 def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
@@ -172,7 +184,9 @@ class AppSupervisor:
                 self.fallback.quiet()
             if kind == "ready":
                 self._set(State.READY)
-                self.emit(events.Ready(self.name, gen.pid, self.app.url, float(msg.get("ms", 0))))
+                # Measured here, from spawn: the child's own clock misses interpreter start-up.
+                ms = (self.clock() - gen.started) * 1000
+                self.emit(events.Ready(self.name, gen.pid, self.app.url, ms))
             else:
                 self._set(State.ERROR)
                 self.emit(events.AppFailed(self.name, gen.pid, str(msg.get("summary", "")),
@@ -220,17 +234,19 @@ class AppSupervisor:
             self.retiring.append(self.pending)
             self.pending = None
         gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post)
+        gen.started = self.clock()
         self.pending = gen
         self._set(State.RELOADING if self.current is not None else State.STARTING)
         self.emit(events.Starting(self.name, gen.number, gen.pid))
 
     def _promote(self, gen: Generation) -> None:
+        self.restart_at = None  # a crash of the old generation needs no restart any more
         old, self.current, self.pending = self.current, gen, None
         if old is not None:
             self._retire(old)
 
     def _retire(self, gen: Generation) -> None:
-        gen.retire(self.app.config.graceful_timeout + KILL_MARGIN)
+        gen.retire(self.clock() + self.app.config.graceful_timeout + KILL_MARGIN)
         if not gen.exited and gen not in self.retiring:
             self.retiring.append(gen)
 

@@ -84,7 +84,8 @@ class Debouncer:
         return out
 
     def _deadline(self, key: str, entry: _Pending) -> float:
-        return min(entry.last + self.delays.get(key, 0.03), entry.first + MAX_WAIT)
+        delay = self.delays.get(key, 0.03)
+        return min(entry.last + delay, entry.first + max(MAX_WAIT, delay))
 
     def _run(self) -> None:
         while True:

@@ -236,7 +236,8 @@ def test_stopping_stops_what_the_app_spawned(tmp_path: Path, devrun: Callable[..
 
 
 def test_one_debugger_pin_for_every_generation(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path, "            debug: {enabled: true}")
+    # An app's env cannot replace the run's PIN: the printed one must be the one that works.
+    port = project(tmp_path, "            debug: {enabled: true}\n            env: {WERKZEUG_DEBUG_PIN: '000-000-000'}")
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     pin = re.search(r"PIN: (\d{3}-\d{3}-\d{3})", d.output).group(1)  # type: ignore[union-attr]
@@ -290,3 +291,26 @@ s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen(); print("ok", flus
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_sys_exit_while_loading_shows_an_error_page_in_debug_mode(
+    tmp_path: Path, devrun: Callable[..., Devrun]
+) -> None:
+    port = free_port()
+    write(tmp_path / "app.py", "import sys\nsys.exit(4)\n")
+    write(tmp_path / "devrun.yaml", f"apps:\n  solo: {{app: 'app:app', port: {port}, debug: {{enabled: true}}}}\n")
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2)[0] == 500, 30, "the error page")
+    for _ in range(3):  # the page is served again and again by the same child
+        status, body = get(f"http://127.0.0.1:{port}/")
+        assert status == 500 and "sys.exit(4)" in body
+    assert not any("exited with code" in ln for ln in d.lines)
+
+
+def test_a_module_shadowed_by_the_standard_library_is_named(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = free_port()
+    write(tmp_path / "signal.py", "def app(e, s):\n    s('200 OK', []); return [b'x']\n")
+    write(tmp_path / "devrun.yaml", f"apps:\n  solo: {{app: 'signal:app', port: {port}}}\n")
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    line = d.wait_line(lambda ln: ln.startswith("solo") and "error:" in ln, 30)
+    assert "shadowed by the standard library" in line and "rename" in line

@@ -11,8 +11,8 @@ PAGE = """<!doctype html>
 <style>body{{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222}}
 pre{{background:#fdf2f2;border-left:4px solid #c0392b;padding:1em;overflow:auto;font-size:13px}}
 small{{color:#666}}</style></head>
-<body><h1>{title}</h1><p>devrun could not load <code>{spec}</code>. Fix the code and save:
-this page reloads by itself once the app is ready.</p>
+<body><h1>{title}</h1><p>devrun could not load <code>{spec}</code>. Fix the code and save, then
+reload this page.</p>
 <pre>{traceback}</pre><small>served by devrun while app <b>{name}</b> is in error</small>
 </body></html>
 """
@@ -22,6 +22,13 @@ def error_app(name: str, spec: str, exc: BaseException, traceback_text: str,
               debug: bool) -> Callable[..., Any]:
     summary = f"{type(exc).__name__}: {exc}"
     if debug:
+        if not isinstance(exc, Exception):
+            # Werkzeug's debugger catches Exception only: a SystemExit raised again on every
+            # request would end the child instead of showing the page.
+            code = getattr(exc, "code", None)
+            replacement = RuntimeError(f"the app called sys.exit({code!r}) while loading")
+            replacement.__cause__ = exc
+            exc = replacement
         tb = exc.__traceback__
 
         def raising_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

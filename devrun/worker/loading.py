@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +17,14 @@ class AppLoadError(Exception):
     """The import string resolved to something that cannot serve."""
 
 
-def load_app(spec: ImportSpec) -> Callable[..., Any]:
+def load_app(spec: ImportSpec, root: str) -> Callable[..., Any]:
     top = spec.module.split(".")[0]
     module = importlib.import_module(spec.module)
-    if top in STDLIB and not _is_user_module(module):
+    mine = os.path.join(root, top + ".py")
+    if top in STDLIB and not _inside(module, root) and (os.path.exists(mine) or os.path.isdir(mine[:-3])):
         raise AppLoadError(
-            f"module {spec.module!r} is the standard library's, not yours: rename your file "
-            f"(e.g. {top}_app.py) so it does not collide with it"
+            f"your {top!r} is shadowed by the standard library's module of the same name: rename it "
+            f"(e.g. {top}_app) and update `app:` in devrun.yaml"
         )
     obj: Any = module
     for part in spec.attr.split("."):
@@ -42,9 +44,9 @@ def load_app(spec: ImportSpec) -> Callable[..., Any]:
     return obj
 
 
-def _is_user_module(module: Any) -> bool:
+def _inside(module: Any, root: str) -> bool:
     path = getattr(module, "__file__", None) or ""
-    return bool(path) and "site-packages" not in path and not path.startswith(sys.base_prefix)
+    return bool(path) and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
 
 
 def _public(module: Any) -> list[str]:

@@ -24,6 +24,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from devrun.importspec import parse_import_string
 from devrun.worker.debugging import enable_framework_debug, wrap_debugger
 from devrun.worker.errorpage import error_app
+from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
 
 SPEC_ENV = "DEVRUN_WORKER"
@@ -118,16 +119,18 @@ def main() -> int:
     import_spec = parse_import_string(spec["app"])
     failed = None
     try:
-        from devrun.worker.loading import load_app
 
-        app = load_app(import_spec)
+        app = load_app(import_spec, root)
         if debug["enabled"]:
             enable_framework_debug(app)
     except (Exception, SystemExit) as exc:  # anything the user's code raises, sys.exit too
-        text = traceback.format_exc()
-        sys.stderr.write(text)
+        if isinstance(exc, AppLoadError):  # our own diagnosis: devrun's frames would be noise
+            summary = text = str(exc)
+        else:
+            text = traceback.format_exc()
+            summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        sys.stderr.write(text.rstrip("\n") + "\n")
         sys.stderr.flush()
-        summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
         failed = (summary, text)
         app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"])
     if debug["enabled"]:

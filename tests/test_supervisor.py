@@ -1,0 +1,226 @@
+"""The AppSupervisor state machine, driven with fake generations and a fake clock."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from devrun import events
+from devrun.config import App, AppConfig
+from devrun.events import encode_wire
+from devrun.process import ChildExited, ChildMessage
+from devrun.supervisor import GIT_LOCK_WAIT, AppSupervisor, State
+
+
+@dataclass(eq=False)
+class FakeGen:
+    app: str
+    number: int
+    pid: int
+    started: float = 0.0
+    ready: bool = False
+    retired: bool = False
+    kill_at: float | None = None
+    exited: bool = False
+    signals: list[int] = field(default_factory=list)
+
+    def retire(self, kill_at: float) -> None:
+        if self.exited or self.retired:
+            return
+        self.retired = True
+        self.kill_at = kill_at
+        self.signals.append(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.retired = True
+        self.signals.append(signal.SIGKILL)
+
+
+class Rig:
+    def __init__(self, busy: bool = False, **cfg: object) -> None:
+        self.now = 100.0
+        self.gens: list[FakeGen] = []
+        self.events: list[events.Event] = []
+        self.busy = busy
+        app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000, **cfg}), Path("/tmp"))
+        self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
+                                 spawn=self.spawn, clock=lambda: self.now, busy=lambda: self.busy)
+
+    def spawn(self, app: App, number: int, *args: object) -> FakeGen:
+        gen = FakeGen(app.name, number, 1000 + number)
+        self.gens.append(gen)
+        return gen
+
+    def say(self, gen: FakeGen, kind: str, **fields: object) -> None:
+        self.sup.handle(ChildMessage(gen, {"type": kind, **fields}))  # type: ignore[arg-type]
+
+    def exit(self, gen: FakeGen, code: int) -> None:
+        self.sup.handle(ChildExited(gen, code))  # type: ignore[arg-type]
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+
+def test_start_ready_reload_is_blue_green() -> None:
+    r = Rig()
+    r.sup.start()
+    [g1] = r.gens
+    assert r.sup.state is State.STARTING
+    r.say(g1, "ready", ms=5)
+    assert r.sup.state is State.READY and r.sup.current is g1
+    r.sup.reload(("app.py",))
+    g2 = r.gens[1]
+    # The old generation keeps serving until the new one is ready.
+    assert r.sup.state is State.RELOADING and g1.signals == []
+    r.say(g2, "ready", ms=5)
+    assert r.sup.current is g2 and g1.signals == [signal.SIGTERM]
+    assert g1.kill_at == r.now + 5.0 + 1.0
+    r.exit(g1, -signal.SIGTERM)
+    assert r.sup.retiring == []
+    assert r.kinds() == ["Starting", "Ready", "Reloading", "Starting", "Ready", "Exited"]
+
+
+def test_a_newer_change_kills_the_stale_pending_generation() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.sup.reload(("b.py",))
+    g1, g2, g3 = r.gens
+    assert g2.signals == [signal.SIGKILL] and r.sup.pending is g3
+    r.say(g2, "ready")  # too late: it must never be promoted
+    assert r.sup.current is g1
+    r.say(g3, "ready")
+    assert r.sup.current is g3
+
+
+def test_a_retired_generation_is_killed_after_its_grace() -> None:
+    r = Rig(graceful_timeout=2)
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.say(r.gens[1], "ready")
+    g1 = r.gens[0]
+    r.now += 2.9
+    r.sup.tick()
+    assert g1.signals == [signal.SIGTERM]
+    r.now += 0.2
+    r.sup.tick()
+    assert g1.signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_crash_backs_off_exponentially_and_a_change_restarts_at_once() -> None:
+    r = Rig(backoff={"initial": 1, "max": 3})
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    delays = []
+    for _ in range(4):
+        r.exit(r.gens[-1], 1)
+        assert r.sup.state is State.BACKOFF
+        delays.append(r.sup.restart_at - r.now)  # type: ignore[operator]
+        r.now = r.sup.restart_at  # type: ignore[assignment]
+        r.sup.tick()
+        r.say(r.gens[-1], "ready")
+    assert delays == [1, 2, 3, 3]
+    r.exit(r.gens[-1], 1)
+    count = len(r.gens)
+    r.sup.reload(("fix.py",))
+    assert len(r.gens) == count + 1 and r.sup.restart_at is None
+
+
+def test_a_generation_that_stayed_up_resets_the_backoff() -> None:
+    r = Rig(backoff={"initial": 1, "max": 8})
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.exit(r.gens[0], 1)
+    r.now = r.sup.restart_at  # type: ignore[assignment]
+    r.sup.tick()
+    r.say(r.gens[1], "ready")
+    r.now += 60
+    r.exit(r.gens[1], 1)
+    assert r.sup.restart_at == r.now + 1
+
+
+def test_crash_of_the_old_generation_during_a_reload_spawns_nothing_extra() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.exit(r.gens[0], 1)  # the old one dies while the new one loads
+    r.say(r.gens[1], "ready")
+    r.now += 60
+    r.sup.tick()
+    assert len(r.gens) == 2 and r.sup.current is r.gens[1]
+
+
+def test_new_code_that_dies_before_ready_replaces_the_old_code() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.exit(r.gens[1], 3)
+    # Never keep serving the code that was replaced.
+    assert r.gens[0].signals == [signal.SIGTERM] and r.sup.current is None
+    assert r.sup.state is State.BACKOFF
+
+
+def test_failed_load_is_served_and_reported() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "failed", summary="SyntaxError: invalid syntax (app.py, line 3)", traceback="tb")
+    assert r.sup.state is State.ERROR and r.sup.current is r.gens[0]
+    failed = [e for e in r.events if isinstance(e, events.AppFailed)]
+    assert failed[0].summary == "SyntaxError: invalid syntax (app.py, line 3)"
+
+
+def test_changes_wait_for_git_and_reload_once() -> None:
+    r = Rig(busy=True)
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.sup.reload(("b.py",))
+    assert len(r.gens) == 1
+    r.busy = False
+    r.sup.tick()
+    assert len(r.gens) == 2
+    assert [e.paths for e in r.events if isinstance(e, events.Reloading)] == [("a.py", "b.py")]
+
+
+def test_a_stuck_git_lock_is_waited_for_boundedly() -> None:
+    r = Rig(busy=True)
+    r.sup.start()
+    r.sup.reload(("a.py",))
+    r.now += GIT_LOCK_WAIT - 0.1
+    r.sup.tick()
+    assert len(r.gens) == 1
+    r.now += 0.2
+    r.sup.tick()
+    assert len(r.gens) == 2
+
+
+def test_stop_retires_everything_and_is_done_when_reaped() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("a.py",))
+    r.sup.stop()
+    assert all(g.signals == [signal.SIGTERM] for g in r.gens)
+    assert not r.sup.done
+    for g in r.gens:
+        r.exit(g, 0)
+    assert r.sup.done and r.sup.state is State.STOPPED
+    r.sup.reload(("late.py",))  # changes after stop start nothing
+    assert len(r.gens) == 2
+
+
+@pytest.mark.parametrize("text", ["é" * 5000, "x" * 10000, "\u2603" * 3000])
+def test_wire_messages_stay_whole_json_within_pipe_buf(text: str) -> None:
+    import json
+
+    data = encode_wire("failed", summary="ValueError: " + text, traceback="Traceback\n" + text + "\nEnd")
+    assert len(data) <= 4096 and data.endswith(b"\n")
+    msg = json.loads(data)
+    assert msg["type"] == "failed" and msg["traceback"].endswith("End") and msg["summary"].startswith("ValueError")
