@@ -1,0 +1,623 @@
+#!/usr/bin/env python3
+"""Reload benchmark: devrun vs `flask run --debug` vs `gunicorn --reload -k gevent`.
+
+Needs flask, gunicorn and gevent installed in the Python that runs it, next to devrun:
+
+    pip install -e . flask gunicorn gevent
+    python bench/reload.py                                # 20 edits per runner, table on stdout
+    python bench/reload.py --edits 20 --out docs/benchmarks.md
+
+It writes a small Flask app (``/`` returns a version string such as ``v17``, ``/sleep`` sleeps
+3 s) into a fresh temporary folder per runner and starts all three runners, each on a port found
+by binding port 0 on 127.0.0.1:
+
+- devrun:   ``devrun up -c devrun.yaml --no-dashboard`` (app ``app:app``, every other key default)
+- flask:    ``flask --app app run --debug --port P`` (Werkzeug's reloader; watchdog when installed)
+- gunicorn: ``gunicorn --reload -k gevent -b 127.0.0.1:P app:app`` (plus ``--no-control-socket`` where
+  gunicorn has it, so that it does not create ``~/.gunicorn/gunicorn.ctl``)
+
+and measures, for each of them in the same invocation:
+
+1. cold start: from starting the process to the first HTTP 200 on ``/``;
+2. reload latency: from saving a new version of ``app.py`` (the whole file, written to a temporary
+   file and moved over ``app.py`` with ``os.replace``: an atomic save) to the first HTTP 200 whose
+   body is the new version, polling every 5 ms. Edits are interleaved (edit 1 of every runner,
+   then edit 2, ...; the order rotates each round) and each is followed by a settle pause that is
+   not counted. An edit not seen within ``--timeout`` seconds counts as a timeout;
+3. failed requests: during each runner's edits a client thread requests ``/`` every 10 ms; a
+   refused, reset or timed-out connection and a 5xx status count as failures;
+4. an in-flight request: ``/sleep`` is started, a reload is triggered 0.5 s later, and the table
+   says whether the sleep request still completed with 200.
+
+Every process runs in its own session with its output in a log file, and is killed with its
+process group and every descendant (found through /proc) when the benchmark ends; every wait is
+bounded. Only loopback traffic. Linux only (/proc). The runners get PYTHONDONTWRITEBYTECODE=1:
+edits less than a second apart that keep the file's size would otherwise be served from a stale
+``__pycache__`` entry (the pyc check compares whole-second mtimes and sizes), by every runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import http.client
+import importlib.metadata
+import importlib.util
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP_SOURCE = '''\
+import time
+
+from flask import Flask
+
+VERSION = "{version}"
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def index():
+    return VERSION
+
+
+@app.route("/sleep")
+def sleep():
+    time.sleep(3)
+    return "slept " + VERSION
+'''
+
+DEVRUN_YAML = """\
+apps:
+  bench:
+    app: "app:app"
+    port: {port}
+"""
+
+PACKAGES = ("devrun", "flask", "gunicorn", "gevent", "werkzeug", "watchdog")
+POLL_EVERY = 0.005  # reload latency: one GET every 5 ms
+LOAD_EVERY = 0.010  # background client: one GET every 10 ms
+POLL_TIMEOUT = 1.0  # per request while waiting for a reload or a cold start
+LOAD_TIMEOUT = 2.0  # per request of the background client; longer counts as a failure
+SLEEP_TIMEOUT = 15.0  # the /sleep request (3 s of work)
+INFLIGHT_DELAY = 0.5  # /sleep starts, then the reload this long after
+LOAD_LEAD = 0.1  # the background client runs this long before each save
+
+
+# -- HTTP on loopback ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float) -> tuple[int, str]:
+    """One GET on a fresh connection (no keep-alive): status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError):  # RemoteDisconnected is one
+        return "reset"
+    return type(exc).__name__
+
+
+def parse_version(body: str) -> int | None:
+    body = body.strip()
+    if body.startswith("v") and body[1:].isdigit():
+        return int(body[1:])
+    return None
+
+
+class LoadClient(threading.Thread):
+    """Requests / every LOAD_EVERY seconds until stopped; counts failures and stale answers."""
+
+    def __init__(self, port: int, newest: Callable[[], int]):
+        super().__init__(daemon=True, name=f"load-{port}")
+        self.port = port
+        self.newest = newest  # the newest version that has been served to the latency poller
+        self.done = threading.Event()
+        self.total = 0
+        self.failures: Counter[str] = Counter()
+        self.stale = 0  # 200s with an older version than one already seen
+
+    def run(self) -> None:
+        due = time.perf_counter()
+        while not self.done.is_set():
+            try:
+                status, body = http_get(self.port, "/", LOAD_TIMEOUT)
+                if status >= 500:
+                    self.failures[f"HTTP {status}"] += 1
+                elif status == 200:
+                    version = parse_version(body)
+                    if version is not None and version < self.newest():
+                        self.stale += 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures[failure_kind(exc)] += 1
+            self.total += 1
+            due += LOAD_EVERY
+            delay = due - time.perf_counter()
+            if delay > 0:
+                self.done.wait(delay)
+            else:
+                due = time.perf_counter()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(LOAD_TIMEOUT + 1)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(Exception):
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process, its process group, and every descendant and its process group."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    groups.discard(os.getpgid(0))  # never our own group
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def tool(name: str) -> list[str]:
+    """The console script next to this Python, else `python -m name`."""
+    script = Path(sys.executable).parent / name
+    return [str(script)] if script.exists() else [sys.executable, "-m", name]
+
+
+@dataclass
+class Runner:
+    name: str
+    folder: Path
+    log: Path
+    port: int
+    argv: list[str]
+    version: int = 0
+    newest_served: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    # results
+    cold_ms: float | None = None
+    problem: str = ""  # why it stopped being measured
+    latencies: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    total: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    stale: int = 0
+    inflight: str = "not run"
+    counts: dict[str, int] = field(default_factory=dict)  # log_marks counted at the end
+    log_marks: tuple[str, ...] = ()  # log lines worth counting: reloads, reloader trouble
+
+    def save(self, version: int) -> float:
+        """Atomically replace app.py with `version`; returns the time of the save."""
+        tmp = self.folder / f".app.py.{version}.tmp"
+        tmp.write_text(APP_SOURCE.format(version=f"v{version}"))
+        os.replace(tmp, self.folder / "app.py")
+        self.version = version
+        return time.perf_counter()
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=self.folder, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            if not self.problem:
+                code = None if self.proc is None else self.proc.returncode
+                self.problem = f"exited with code {code} (see {self.log})"
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_tree(self.proc)
+
+    def log_counts(self) -> dict[str, int]:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return {}
+        return {mark: sum(mark in line for line in text) for mark in self.log_marks}
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def make_runners(root: Path) -> list[Runner]:
+    runners = []
+    for name in ("devrun", "flask run --debug", "gunicorn --reload"):
+        key = name.split()[0]
+        folder = root / key
+        folder.mkdir()
+        port = free_port()
+        if key == "devrun":
+            (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port))
+            argv = [*tool("devrun"), "up", "-c", "devrun.yaml", "--no-dashboard"]
+        elif key == "flask":
+            argv = [*tool("flask"), "--app", "app", "run", "--debug", "--port", str(port)]
+        else:
+            argv = [*tool("gunicorn"), "--reload", "-k", "gevent", "-b", f"127.0.0.1:{port}", "app:app"]
+            if gunicorn_has_control_socket():
+                argv.insert(-1, "--no-control-socket")  # else it makes ~/.gunicorn/gunicorn.ctl
+        marks = {
+            "devrun": ("reload (", "crashed", "error:"),
+            "flask": ("Detected change", "Inotify queue overflowed"),
+            "gunicorn": ("Worker reloading", "Booting worker"),
+        }[key]
+        runners.append(Runner(name, folder, root / "logs" / f"{key}.log", port, argv, log_marks=marks))
+    return runners
+
+
+def gunicorn_has_control_socket() -> bool:
+    try:
+        out = subprocess.run([*tool("gunicorn"), "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--no-control-socket" in out
+
+
+def runner_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WERKZEUG_", "FLASK_", "DEVRUN_", "GUNICORN_"))}
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", NO_COLOR="1")
+    return env
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+def cold_start(runner: Runner, env: dict[str, str], timeout: float) -> None:
+    runner.save(0)
+    t0 = time.perf_counter()
+    runner.start(env)
+    deadline = t0 + timeout
+    while time.perf_counter() < deadline and runner.alive():
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _ = http_get(runner.port, "/", min(POLL_TIMEOUT, max(deadline - time.perf_counter(), 0.01)))
+            if status == 200:
+                runner.cold_ms = (time.perf_counter() - t0) * 1000
+                return
+        time.sleep(POLL_EVERY)
+    if not runner.problem:
+        runner.problem = f"no 200 within {timeout:.0f} s of starting (see {runner.log})"
+
+
+def wait_for_version(runner: Runner, version: int, saved: float, timeout: float) -> float | None:
+    """Poll / every 5 ms until it answers 200 with `version`: ms since `saved`, or None."""
+    want = f"v{version}"
+    deadline = saved + timeout
+    while (left := deadline - time.perf_counter()) > 0:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, body = http_get(runner.port, "/", min(POLL_TIMEOUT, left))
+            if status == 200 and body.strip() == want:
+                runner.newest_served = max(runner.newest_served, version)
+                return (time.perf_counter() - saved) * 1000
+        time.sleep(POLL_EVERY)
+    return None
+
+
+def one_edit(runner: Runner, timeout: float, settle: float) -> None:
+    client = LoadClient(runner.port, lambda: runner.newest_served)
+    client.start()
+    try:
+        time.sleep(LOAD_LEAD)
+        version = runner.version + 1
+        saved = runner.save(version)
+        ms = wait_for_version(runner, version, saved, timeout)
+        if ms is None:
+            runner.timeouts += 1
+        else:
+            runner.latencies.append(ms)
+        time.sleep(settle)
+    finally:
+        client.stop()
+    runner.total += client.total
+    runner.failures.update(client.failures)
+    runner.stale += client.stale
+
+
+@dataclass
+class SleepResult:
+    status: int | None = None
+    error: str = ""
+    seconds: float = 0.0
+    finished: float | None = None
+
+
+def inflight(runner: Runner, timeout: float) -> None:
+    """Start /sleep, reload 0.5 s later: did /sleep still complete with 200?"""
+    result = SleepResult()
+
+    def sleep_request() -> None:
+        t0 = time.perf_counter()
+        try:
+            result.status, _ = http_get(runner.port, "/sleep", SLEEP_TIMEOUT)
+        except (OSError, http.client.HTTPException) as exc:
+            result.error = f"{failure_kind(exc)}: {type(exc).__name__}"
+        result.finished = time.perf_counter()
+        result.seconds = result.finished - t0
+
+    thread = threading.Thread(target=sleep_request, daemon=True, name=f"sleep-{runner.port}")
+    thread.start()
+    time.sleep(INFLIGHT_DELAY)
+    version = runner.version + 1
+    saved = runner.save(version)
+    ms = wait_for_version(runner, version, saved, timeout)
+    thread.join(SLEEP_TIMEOUT + 1)
+    reloaded_at = None if ms is None else saved + ms / 1000
+    if result.finished is None:
+        answer = f"no (no answer in {SLEEP_TIMEOUT:.0f} s)"
+    elif result.status == 200:
+        answer = f"yes (200 after {result.seconds:.1f} s)"
+    elif result.status is not None:
+        answer = f"no (HTTP {result.status} after {result.seconds:.1f} s)"
+    else:
+        answer = f"no ({result.error} after {result.seconds:.1f} s)"
+    if reloaded_at is None:
+        answer += f"; no reload within {timeout:.0f} s"
+    elif result.status == 200 and result.finished is not None and result.finished < reloaded_at:
+        answer += "; the reload was seen only after it finished"
+    runner.inflight = answer
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
+
+
+def fmt_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def table(runners: list[Runner], edits: int, timeout: float) -> str:
+    base = runners[0].latencies  # devrun
+    base_p50 = statistics.median(base) if base else None
+    rows = [
+        "| runner | cold start ms | reload p50 ms | reload p95 ms | p50 vs devrun | failed requests / total "
+        "| in-flight request survived |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runners:
+        done = len(r.latencies) + r.timeouts
+        if r.latencies:
+            p50 = statistics.median(r.latencies)
+            p50_cell, p95_cell = fmt_ms(p50), fmt_ms(percentile(r.latencies, 95))
+            ratio = f"{p50 / base_p50:.2f}×" if base_p50 else "n/a"
+        else:
+            p50_cell = p95_cell = f"no reload within {timeout:.0f} s"
+            ratio = "n/a"
+        if r.timeouts:
+            p50_cell += f" ({r.timeouts}/{done} edits timed out)"
+        if done < edits:
+            p50_cell += f" (only {done}/{edits} edits run)"
+        failed = sum(r.failures.values())
+        rows.append(f"| {r.name} | {fmt_ms(r.cold_ms)} | {p50_cell} | {p95_cell} | {ratio} | "
+                    f"{failed} / {r.total} | {r.inflight} |")
+    return "\n".join(rows)
+
+
+def notes(runners: list[Runner], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.edits} edits per runner, interleaved; settle {args.settle:g} s after each (not counted); "
+        f"an edit not served within {args.timeout:g} s is a timeout. Latency polls every 5 ms; the background "
+        f"client requests `/` every 10 ms (timeout {LOAD_TIMEOUT:g} s) from {LOAD_LEAD:g} s before each save "
+        "to the end of its settle pause.",
+    ]
+    for r in runners:
+        parts = []
+        if r.failures:
+            parts.append("failures: " + ", ".join(f"{n} {k}" for k, n in r.failures.most_common()))
+        if r.stale:
+            parts.append(f"{r.stale} responses served an older version after the new one had been served")
+        if r.latencies:
+            parts.append("latencies ms: " + " ".join(f"{v:.0f}" for v in r.latencies))
+        if r.problem:
+            parts.append(f"problem: {r.problem}")
+        if r.counts:
+            parts.append("its log: " + ", ".join(f"{n} × `{mark}`" for mark, n in r.counts.items()))
+        if parts:
+            lines.append(f"- {r.name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def devrun_source() -> str:
+    """The git commit of the devrun being measured (read-only git), or "" outside a checkout."""
+    spec = importlib.util.find_spec("devrun")
+    if spec is None or not spec.origin:
+        return ""
+    top = Path(spec.origin).resolve().parent.parent
+    if not (top / ".git").exists():
+        return ""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take index.lock: read only
+    try:
+        head = subprocess.run(["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, env=env).stdout.strip()
+        diff = subprocess.run(["git", "-C", str(top), "diff", "--no-ext-diff", "HEAD", "--", "devrun"],
+                              capture_output=True, timeout=10, env=env).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if head and diff:
+        return f"{head} (+ uncommitted changes to devrun/, diff sha1 {hashlib.sha1(diff).hexdigest()[:8]})"
+    return head
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ""
+
+
+def machine(source: tuple[str, str], load: str) -> str:
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gunicorn_engine = "inotify" if importlib.util.find_spec("inotify") else "polling every 1 s"
+    werkzeug_engine = "watchdog" if importlib.util.find_spec("watchdog") else "stat polling every 1 s"
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "\n".join([
+        f"- machine: {platform.system()} {platform.release()}, nproc {nproc}" + (f", {cpu}" if cpu else "")
+        + (f", load average at start {load}" if load else ""),
+        f"- Python {platform.python_version()} ({platform.python_implementation()})",
+        "- " + ", ".join(versions),
+        *([f"- devrun source: commit {source[0]}"] if source[0] and source[0] == source[1] else []),
+        *([f"- devrun source: commit {source[0]} at start, {source[1]} at the end: **devrun changed during the "
+           "run**, so these numbers mix two versions"] if source[0] != source[1] else []),
+        f"- reloaders: Werkzeug {werkzeug_engine}, gunicorn {gunicorn_engine}; devrun watchdog",
+    ])
+
+
+def command() -> str:
+    script = Path(sys.argv[0])
+    with contextlib.suppress(ValueError):
+        script = script.resolve().relative_to(Path.cwd())
+    return "pip install -e . flask gunicorn gevent && " + shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def report(runners: list[Runner], args: argparse.Namespace, started: datetime.datetime,
+           source: tuple[str, str], load: str) -> str:
+    return "\n\n".join([
+        f"## Reload benchmark, {started:%Y-%m-%d %H:%M}",
+        machine(source, load),
+        f"Reproduce:\n\n```sh\n{command()}\n```",
+        table(runners, args.edits, args.timeout),
+        notes(runners, args),
+    ]) + "\n"
+
+
+def write_out(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(old.rstrip("\n") + "\n\n" + text)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--edits", type=int, default=20, help="edits per runner (default 20)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds to wait after each reload, not counted (default 1.0)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds an edit may take before it counts as a timeout (default 10)")
+    parser.add_argument("--cold-timeout", type=float, default=30.0,
+                        help="seconds a runner may take to answer its first 200 (default 30)")
+    parser.add_argument("--out", type=Path, help="also append the results, under a dated heading, to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the apps and logs")
+    args = parser.parse_args(argv)
+    if args.edits < 1:
+        parser.error("--edits must be at least 1")
+
+    started = datetime.datetime.now()
+    source_at_start = devrun_source()
+    load_at_start = loadavg()
+    root = Path(tempfile.mkdtemp(prefix="devrun-bench-"))
+    (root / "logs").mkdir()
+    runners = make_runners(root)
+    env = runner_env()
+    try:
+        for r in runners:  # one at a time, so cold starts do not compete
+            print(f"starting {r.name} on port {r.port}: {shlex.join(r.argv)}", file=sys.stderr)
+            cold_start(r, env, args.cold_timeout)
+        for i in range(args.edits):
+            print(f"edit {i + 1}/{args.edits}", file=sys.stderr)
+            shift = i % len(runners)
+            for r in runners[shift:] + runners[:shift]:
+                if r.cold_ms is not None and r.alive():
+                    one_edit(r, args.timeout, args.settle)
+        for r in runners:
+            if r.cold_ms is not None and r.alive():
+                print(f"in-flight request: {r.name}", file=sys.stderr)
+                inflight(r, args.timeout)
+                r.alive()
+    finally:
+        for r in runners:
+            r.kill()
+            r.counts = r.log_counts()
+        for r in runners:
+            if r.problem:
+                print(f"--- {r.name}: {r.problem}; end of its log:\n{r.log_tail()}", file=sys.stderr)
+        if args.keep:
+            print(f"apps and logs kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    text = report(runners, args, started, (source_at_start, devrun_source()), load_at_start)
+    print(text)
+    if args.out:
+        write_out(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
