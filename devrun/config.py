@@ -9,7 +9,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pathspec
 from pydantic import (
@@ -123,6 +123,11 @@ class AppConfig(_Strict):
     )
     graceful_timeout: float = Field(
         5.0, ge=0, le=300, description="Seconds a stopping app may take to finish its requests."
+    )
+    reload: Literal["fork", "spawn"] = Field(
+        "fork" if hasattr(os, "fork") else "spawn",
+        description="fork: fork each generation from a server with the dependencies preloaded (fast); "
+        "spawn: start a fresh interpreter each time.",
     )
     backoff: BackoffConfig = Field(
         default_factory=BackoffConfig, description="Restart delays of a crashing app: doubling from initial to max."

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from devrun import events, sockets
+from devrun import events, process, sockets
 from devrun.config import App, Config, is_loopback
 from devrun.fallback import Fallback
+from devrun.forking import ForkLauncher
 from devrun.patterns import Matcher
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
 from devrun.watcher import Watcher
@@ -52,6 +53,8 @@ class Runner:
         self.listeners: list[socket.socket] = []
         self.stop_requested = 0
         self.pin = new_pin()
+        self.launchers: list[ForkLauncher] = []
+        self.subreaper = False
 
     def emit(self, event: events.Event) -> None:
         for view in self.views:
@@ -88,6 +91,8 @@ class Runner:
                 listener.close()
 
     def _start(self, watcher: Watcher) -> None:
+        if any(a.config.reload == "fork" for a in self.apps):
+            self.subreaper = process.become_subreaper()
         if any(a.config.debug.enabled and a.config.debug.pin for a in self.apps):
             self.notice(f"PIN: {self.pin}")
         for app in self.apps:
@@ -108,12 +113,30 @@ class Runner:
                 continue
             self.listeners.append(listener)
             env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
+            launcher = self._launcher(app, listener, env)
             sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put,
-                                fallback=Fallback(app.name, listener))
+                                fallback=Fallback(app.name, listener),
+                                spawn=launcher.spawn if launcher else process.spawn,
+                                learn=launcher.learn if launcher else None)
+            if launcher:
+                self.launchers.append(launcher)
             self.supervisors[app.name] = sup
             watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay)
         for sup in self.supervisors.values():
             sup.start()
+
+    def _launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> ForkLauncher | None:
+        if app.config.reload != "fork":
+            return None
+        if not self.subreaper:
+            self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
+            return None
+
+        def notice(text: str, level: str, name: str = app.name) -> None:
+            self.emit(events.Notice(name, text, level))
+
+        cache = self.config.file.parent / ".devrun" / f"preload-{app.name}.json"
+        return ForkLauncher(app, listener, env, notice, cache)
 
     def _step(self, until: float) -> None:
         """Handle inbox items until `until`, then give every supervisor a tick."""
@@ -125,6 +148,8 @@ class Runner:
             self._dispatch(item)
         for sup in self.supervisors.values():
             sup.tick()
+        if self.subreaper:
+            process.reap_orphans()
 
     def _dispatch(self, item: object) -> None:
         if isinstance(item, events.Event):  # from another thread, for the views
@@ -141,6 +166,8 @@ class Runner:
 
     def _shutdown(self, watcher: Watcher) -> int:
         watcher.stop()
+        for launcher in self.launchers:
+            launcher.close()
         for sup in self.supervisors.values():
             sup.stop()
         grace = max((s.app.config.graceful_timeout for s in self.supervisors.values()), default=0)

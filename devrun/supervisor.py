@@ -28,6 +28,8 @@ Spawn = Callable[..., Generation]
 KILL_MARGIN = 1.0
 # A generation that stayed up this long was not crash-looping.
 STABLE_AFTER = 5.0
+# A loaded generation starts accepting once the previous one has stopped, or after this long.
+GO_WAIT = 0.5
 # A first start slower than this gets the runner's "still starting" page instead of a wait.
 SLOW_START = 3.0
 # How long a reload waits for a git checkout or rebase (.git/index.lock) to finish.
@@ -74,7 +76,8 @@ class AppSupervisor:
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], emit: Emit,
                  post: process.Post, spawn: Spawn = process.spawn,
                  clock: Callable[[], float] = time.monotonic, fallback: Fallback | None = None,
-                 busy: Callable[[], bool] | None = None):
+                 busy: Callable[[], bool] | None = None,
+                 learn: Callable[[list[str], bool], None] | None = None):
         self.app = app
         self.listener = listener
         self.env = env
@@ -92,6 +95,7 @@ class AppSupervisor:
         self.reloads = 0
         self.stopping = False
         self.fallback = fallback
+        self.learn = learn
         self.busy = busy or (lambda: git_busy(app.root))
         self.held: dict[str, None] = {}  # changes waiting for git to finish
         self.held_until: float | None = None
@@ -154,6 +158,7 @@ class AppSupervisor:
         if self.held and (not self.busy() or (self.held_until is not None and now >= self.held_until)):
             self.held_until = self.clock()  # let reload() through
             self.reload(())
+        self._maybe_go()
         pending = self.pending
         if (pending is not None and self.current is None and now - pending.started >= SLOW_START
                 and self.fallback is not None and not self.fallback.answering):
@@ -177,9 +182,19 @@ class AppSupervisor:
         if kind == "request":
             self.emit(events.Request(self.name, str(msg.get("method")), str(msg.get("path")),
                                      str(msg.get("status")), float(msg.get("ms", 0))))
-        elif kind in ("ready", "failed") and gen is self.pending:
-            gen.ready = True
+        elif kind == "loaded" and gen is self.pending:
+            # Loaded, not yet accepting: retire the previous generation first (see _maybe_go).
+            gen.go_at = self.clock() + GO_WAIT
             self._promote(gen)
+            self._maybe_go()
+        elif kind == "closed":
+            gen.closed = True
+            self._maybe_go()
+        elif kind in ("ready", "failed") and gen in (self.pending, self.current):
+            gen.ready = True
+            if gen is self.pending:  # a child that skipped "loaded"
+                self._promote(gen)
+                gen.going = True
             if self.fallback is not None:
                 self.fallback.quiet()
             if kind == "ready":
@@ -191,9 +206,24 @@ class AppSupervisor:
                 self._set(State.ERROR)
                 self.emit(events.AppFailed(self.name, gen.pid, str(msg.get("summary", "")),
                                            str(msg.get("traceback", ""))))
+        elif kind == "modules" and self.learn is not None:
+            names = msg.get("names")
+            if isinstance(names, list):
+                self.learn([str(n) for n in names], bool(msg.get("last")))
         elif kind == "dropped":
             self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
                                     "warning"))
+
+    def _maybe_go(self) -> None:
+        """Let the current generation accept once no older one still does (or after GO_WAIT)."""
+        gen = self.current
+        if gen is None or gen.going:
+            return
+        others_closed = all(g.closed or g.exited for g in self.retiring)
+        if others_closed or (gen.go_at is not None and self.clock() >= gen.go_at):
+            if self.fallback is not None:
+                self.fallback.quiet()
+            gen.go()
 
     def _on_exit(self, gen: Generation, returncode: int) -> None:
         gen.exited = True
@@ -201,6 +231,7 @@ class AppSupervisor:
         self.emit(events.Exited(self.name, gen.pid, returncode, expected))
         if gen in self.retiring:
             self.retiring.remove(gen)
+        self._maybe_go()
         if expected or self.stopping:
             return
         if gen is self.pending:
@@ -231,6 +262,7 @@ class AppSupervisor:
         if self.pending is not None:
             # A newer change arrived while this one was loading: its code is already stale.
             self.pending.kill()
+            self.pending.closed = True  # it never accepted a connection
             self.retiring.append(self.pending)
             self.pending = None
         gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post)
@@ -246,6 +278,8 @@ class AppSupervisor:
             self._retire(old)
 
     def _retire(self, gen: Generation) -> None:
+        if not gen.going:
+            gen.closed = True  # loaded but never accepting: nothing to wait for
         gen.retire(self.clock() + self.app.config.graceful_timeout + KILL_MARGIN)
         if not gen.exited and gen not in self.retiring:
             self.retiring.append(gen)

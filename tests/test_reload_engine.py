@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Devrun, alive, descendants, free_port, get, wait_for, write
 
 VERSIONED = """
@@ -28,7 +30,13 @@ VERSIONED = """
 """
 
 
-def project(tmp: Path, extra: str = "") -> int:
+@pytest.fixture(params=["fork", "spawn"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every reload test runs with both ways of starting a generation."""
+    return str(request.param)
+
+
+def project(tmp: Path, extra: str = "", mode: str = "spawn") -> int:
     port = free_port()
     write(tmp / "app.py", VERSIONED.format(version=1))
     write(tmp / "devrun.yaml", f"""
@@ -37,6 +45,7 @@ def project(tmp: Path, extra: str = "") -> int:
             app: "app:app"
             port: {port}
             reload_delay: 0.05
+            reload: {mode}
 {extra}
     """)
     return port
@@ -58,8 +67,8 @@ def reload_lines(d: Devrun) -> list[str]:
     return [ln for ln in d.lines if re.match(r"^solo\s+\| reload \(", ln)]
 
 
-def test_no_request_fails_through_20_reloads(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path)
+def test_no_request_fails_through_20_reloads(tmp_path: Path, devrun: Callable[..., Devrun], mode: str) -> None:
+    port = project(tmp_path, mode=mode)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     results: list[str] = []
@@ -89,8 +98,8 @@ def test_no_request_fails_through_20_reloads(tmp_path: Path, devrun: Callable[..
     assert len(reload_lines(d)) == 20
 
 
-def test_request_in_flight_survives_a_reload(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path)
+def test_request_in_flight_survives_a_reload(tmp_path: Path, devrun: Callable[..., Devrun], mode: str) -> None:
+    port = project(tmp_path, mode=mode)
     devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     slow: list[tuple[int, str]] = []
@@ -103,8 +112,10 @@ def test_request_in_flight_survives_a_reload(tmp_path: Path, devrun: Callable[..
     assert slow and slow[0][0] == 200 and " v1 " in slow[0][1]  # answered by the old code, completely
 
 
-def test_keep_alive_clients_move_to_the_new_code_promptly(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path, "            graceful_timeout: 20")
+def test_keep_alive_clients_move_to_the_new_code_promptly(
+    tmp_path: Path, devrun: Callable[..., Devrun], mode: str
+) -> None:
+    port = project(tmp_path, "            graceful_timeout: 20", mode=mode)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -131,8 +142,8 @@ def test_keep_alive_clients_move_to_the_new_code_promptly(tmp_path: Path, devrun
         conn.close()
 
 
-def test_a_burst_of_200_files_is_one_reload(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path)
+def test_a_burst_of_200_files_is_one_reload(tmp_path: Path, devrun: Callable[..., Devrun], mode: str) -> None:
+    port = project(tmp_path, mode=mode)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     pkg = tmp_path / "pkg"
@@ -235,9 +246,10 @@ def test_stopping_stops_what_the_app_spawned(tmp_path: Path, devrun: Callable[..
     wait_for(lambda: not alive(helper), 3, "the app's helper process to stop")
 
 
-def test_one_debugger_pin_for_every_generation(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+def test_one_debugger_pin_for_every_generation(tmp_path: Path, devrun: Callable[..., Devrun], mode: str) -> None:
     # An app's env cannot replace the run's PIN: the printed one must be the one that works.
-    port = project(tmp_path, "            debug: {enabled: true}\n            env: {WERKZEUG_DEBUG_PIN: '000-000-000'}")
+    extra = "            debug: {enabled: true}\n            env: {WERKZEUG_DEBUG_PIN: '000-000-000'}"
+    port = project(tmp_path, extra, mode=mode)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     pin = re.search(r"PIN: (\d{3}-\d{3}-\d{3})", d.output).group(1)  # type: ignore[union-attr]

@@ -25,7 +25,14 @@ class FakeGen:
     retired: bool = False
     kill_at: float | None = None
     exited: bool = False
+    closed: bool = False
+    going: bool = False
+    go_at: float | None = None
     signals: list[int] = field(default_factory=list)
+
+    def go(self) -> None:
+        self.going = True
+        self.signals.append(signal.SIGUSR1)
 
     def retire(self, kill_at: float) -> None:
         if self.exited or self.retired:
@@ -224,3 +231,34 @@ def test_wire_messages_stay_whole_json_within_pipe_buf(text: str) -> None:
     assert len(data) <= 4096 and data.endswith(b"\n")
     msg = json.loads(data)
     assert msg["type"] == "failed" and msg["traceback"].endswith("End") and msg["summary"].startswith("ValueError")
+
+
+def test_a_loaded_generation_accepts_only_after_the_old_one_stopped_accepting() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "loaded", ok=True)
+    g1 = r.gens[0]
+    assert g1.signals == [signal.SIGUSR1]  # nothing older: go at once
+    r.say(g1, "ready")
+    r.sup.reload(("a.py",))
+    g2 = r.gens[1]
+    r.say(g2, "loaded", ok=True)
+    # The old one is told to stop; the new one waits for it to say it stopped accepting.
+    assert g1.signals == [signal.SIGUSR1, signal.SIGTERM] and g2.signals == []
+    r.say(g1, "closed")
+    assert g2.signals == [signal.SIGUSR1]
+    r.say(g2, "ready")
+    assert r.sup.state is State.READY
+
+
+def test_go_is_given_after_go_wait_even_if_the_old_one_never_says_closed() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "loaded", ok=True)
+    r.sup.reload(("a.py",))
+    g2 = r.gens[1]
+    r.say(g2, "loaded", ok=True)
+    assert g2.signals == []
+    r.now += 0.6
+    r.sup.tick()
+    assert g2.signals == [signal.SIGUSR1]

@@ -1,6 +1,6 @@
 # `python -m` put the app's folder first on sys.path: take it off until gevent and devrun are
 # loaded, or a user's signal.py or socket.py would replace the standard library's under them.
-# serve.main() puts it back for the app's own imports.
+# serve.run() puts it back for the app's own imports.
 import os
 import sys
 
@@ -12,6 +12,9 @@ from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
-from devrun.worker.serve import main  # noqa: E402
+if sys.argv[1:] == ["--forkserver"]:
+    from devrun.worker.forkserver import main
+else:
+    from devrun.worker.serve import main
 
 raise SystemExit(main())

@@ -96,6 +96,24 @@ class ReportingHandler(WSGIHandler):
                            status=str(status).split()[0], ms=round(ms, 2))
 
 
+def report_modules(reporter: Reporter, project_roots: list[str]) -> None:
+    """Tell the runner which loaded modules a fork server may preload: everything imported
+    from outside the project's folders (the project's own code is never preloaded)."""
+    roots = tuple(os.path.join(os.path.abspath(r), "") for r in project_roots)
+    names = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and name != "__main__" and not os.path.abspath(path).startswith(roots):
+            names.append(name)
+    chunk: list[str] = []
+    for name in names:  # several messages: each must fit one atomic pipe write
+        chunk.append(name)
+        if sum(len(n) + 3 for n in chunk) > 3000:
+            reporter.send("modules", names=chunk)
+            chunk = []
+    reporter.send("modules", names=chunk, last=True)
+
+
 def close_idle(handlers: set[ReportingHandler]) -> None:
     for handler in list(handlers):
         if not getattr(handler, "busy", False):
@@ -106,7 +124,12 @@ def close_idle(handlers: set[ReportingHandler]) -> None:
 
 
 def main() -> int:
-    spec = json.loads(os.environ.pop(SPEC_ENV))
+    """A spawned generation: the spec comes in the environment."""
+    return run(json.loads(os.environ.pop(SPEC_ENV)))
+
+
+def run(spec: dict[str, Any]) -> int:
+    """Load the app and serve it until told to stop (spawned, or forked by the fork server)."""
     t0 = time.monotonic()
     die_with_runner(spec["runner_pid"], spec.get("lifeline_fd"))
     reporter = Reporter(spec.get("event_fd"))
@@ -115,11 +138,12 @@ def main() -> int:
     if root not in sys.path:
         sys.path.insert(0, root)
 
+    go = Event()
+    gevent.signal_handler(signal.SIGUSR1, go.set)
     debug = spec["debug"]
     import_spec = parse_import_string(spec["app"])
     failed = None
     try:
-
         app = load_app(import_spec, root)
         if debug["enabled"]:
             enable_framework_debug(app)
@@ -140,18 +164,26 @@ def main() -> int:
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
     # A pool (unbounded) lets stop() wait for in-flight requests; without one it would not.
     server = WSGIServer(listener, app, handler_class=handler, log=None, error_log=sys.stderr, spawn=Pool(None))
+    # Wait for the runner's go before accepting: it first makes the previous generation stop
+    # accepting, so no client ever sees the new code and then the old one again.
+    reporter.send("loaded", ok=failed is None)
+    while not go.wait(timeout=3600):  # a timer keeps gevent's loop alive while it waits for the signal
+        pass
     server.start()
     ms = round((time.monotonic() - t0) * 1000, 1)
     if failed:
         reporter.send("failed", summary=failed[0], traceback=failed[1], ms=ms)
     else:
         reporter.send("ready", ms=ms)
+    if spec.get("report_modules"):
+        gevent.spawn_later(0.2, report_modules, reporter, [root, *spec.get("watch_roots", [])])
 
     done = Event()
 
     def stop() -> None:
         ReportingHandler.stopping = True
         server.close()  # stop accepting: the next generation or the runner takes new connections
+        reporter.send("closed")
         close_idle(live)
         server.stop(timeout=spec["graceful_timeout"])
         done.set()

@@ -1,0 +1,246 @@
+"""The runner's side of an app's fork server (`reload: fork`).
+
+A ForkLauncher hands out generations like process.spawn does, but forks them from a fork
+server that has gevent patched and the app's third-party modules imported. It learns what to
+preload from what each generation imported outside the project, starts a better-preloaded
+server in the background when that grows, restarts the server when a preloaded file or the
+installed packages change, and falls back to spawn (saying so) whenever no server is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from devrun import process
+from devrun.config import App
+from devrun.patterns import Matcher
+from devrun.process import ForkedChild, Generation, Post
+
+Notice = Callable[[str, str], None]  # (text, level)
+
+FORK_TIMEOUT = 5.0
+MAX_TAINTS = 8
+
+
+class ForkServerGone(Exception):
+    pass
+
+
+class Stale(Exception):
+    """A preloaded file or the installed packages changed: the server must be replaced."""
+
+
+class ForkServer:
+    """One fork server process and the socket to it."""
+
+    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], preload: list[str]):
+        self.app = app
+        self.preload = preload
+        self.state = "starting"  # starting | ready | tainted | gone
+        self.taint: tuple[str, str] | None = None
+        self.sock, theirs = socket.socketpair()
+        self.buffer = b""
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "devrun.worker", "--forkserver"],
+                cwd=app.root,
+                env={**process.child_environment(app, env), "DEVRUN_FORKSERVER": str(theirs.fileno()),
+                     "DEVRUN_LIFELINE_FD": str(process.lifeline_fd())},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
+                stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(), listener.fileno(), process.lifeline_fd()),
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        process.known_pids.add(self.proc.pid)
+        threading.Thread(target=self._reap, name=f"devrun-{app.name}-forkserver", daemon=True).start()
+        roots = [str(app.root), *Matcher(app.root, app.config.watch).roots]
+        self._send({"preload": preload, "project_roots": roots})
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        process.known_pids.discard(self.proc.pid)
+
+    def _send(self, msg: dict[str, object], fds: list[int] | None = None) -> None:
+        data = json.dumps(msg).encode() + b"\n"
+        try:
+            if fds:
+                socket.send_fds(self.sock, [data], fds)
+            else:
+                self.sock.sendall(data)
+        except OSError as exc:
+            self.state = "gone"
+            raise ForkServerGone(str(exc)) from None
+
+    def _reply(self, timeout: float | None) -> dict[str, object] | None:
+        """The next JSON line from the server; None if none arrived within timeout."""
+        while b"\n" not in self.buffer:
+            readable, _, _ = select.select([self.sock], [], [], timeout)
+            if not readable:
+                return None
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.state = "gone"
+                raise ForkServerGone("the fork server exited")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def poll(self) -> str:
+        """Non-blocking: has it finished preloading?"""
+        if self.state == "starting":
+            try:
+                reply = self._reply(0)
+            except (ForkServerGone, ValueError):
+                self.state = "gone"
+                return self.state
+            if reply is not None:
+                if "tainted" in reply:
+                    self.taint = (str(reply["tainted"]), str(reply["module"]))
+                    self.state = "tainted"
+                else:
+                    self.state = "ready"
+        if self.state == "ready" and self.proc.poll() is not None:
+            self.state = "gone"
+        return self.state
+
+    def fork(self, number: int, listener: socket.socket, post: Post) -> Generation:
+        event_r, event_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
+            self._send({"fork": spec}, [event_w, out_w])
+        except ForkServerGone:
+            for fd in (event_r, out_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(event_w)
+            os.close(out_w)
+        try:
+            reply = self._reply(FORK_TIMEOUT)
+        except (ForkServerGone, ValueError):
+            reply = None
+        if reply is None or "pid" not in reply:
+            os.close(event_r)
+            os.close(out_r)
+            if reply is not None and "stale" in reply:
+                self.state = "gone"
+                raise Stale(str(reply["stale"]))
+            self.state = "gone"
+            raise ForkServerGone("no answer from the fork server")
+        child = ForkedChild(int(reply["pid"]), out_r)  # type: ignore[arg-type]
+        return process.watch(Generation(self.app.name, number, child), event_r, post)
+
+    def close(self) -> None:
+        """Retire it: it exits when its socket closes; its generations live on."""
+        self.state = "gone"
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class ForkLauncher:
+    """Hands out generations for one app: forked when a server is ready, else spawned."""
+
+    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], notice: Notice,
+                 cache: Path | None = None):
+        self.app = app
+        self.listener = listener
+        self.env = env
+        self.notice = notice
+        self.cache = cache
+        self.deny: set[str] = set()
+        self.learning: list[str] = []
+        self.failures = 0
+        preload = self._cached()
+        self.server: ForkServer | None = ForkServer(app, listener, env, preload)
+        self.next: ForkServer | None = None
+
+    def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post) -> Generation:
+        self._promote_next()
+        server = self.server
+        if server is not None:
+            state = server.poll()
+            if state == "tainted" and server.taint:
+                culprit, module = server.taint
+                self.notice(f"fork server: preloading {culprit} imported project module {module}; "
+                            f"{culprit} will be imported by each generation instead", "warning")
+                self.deny.add(culprit)
+                self._replace([m for m in server.preload if m != culprit])
+            elif state == "ready":
+                try:
+                    return server.fork(number, listener, post)
+                except Stale as exc:
+                    self.notice(f"fork server: {exc} changed; restarting it", "info")
+                    self._replace(server.preload)
+                except ForkServerGone as exc:
+                    self._died(str(exc))
+            elif state == "gone":
+                self._died("it exited")
+        return process.spawn(app, number, listener, env, post, report_modules=True)
+
+    def learn(self, names: list[str], last: bool) -> None:
+        """A generation reports what it imported from outside the project."""
+        self.learning.extend(names)
+        if not last:
+            return
+        learned, self.learning = [m for m in dict.fromkeys(self.learning) if m not in self.deny], []
+        current = self.next or self.server
+        if current is not None and set(learned) <= set(current.preload):
+            return
+        self._store(learned)
+        if self.next is not None:
+            self.next.close()
+        self.next = ForkServer(self.app, self.listener, self.env, learned)
+
+    def close(self) -> None:
+        for server in (self.server, self.next):
+            if server is not None:
+                server.close()
+
+    def _promote_next(self) -> None:
+        if self.next is not None and self.next.poll() in ("ready", "tainted", "gone"):
+            if self.server is not None:
+                self.server.close()
+            self.server, self.next = self.next, None
+
+    def _replace(self, preload: list[str]) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.server = ForkServer(self.app, self.listener, self.env, preload)
+
+    def _died(self, why: str) -> None:
+        self.failures += 1
+        if self.failures > MAX_TAINTS:
+            self.notice(f"fork server died ({why}) too often; using spawn from now on", "error")
+            self.server = None
+            return
+        self.notice(f"fork server died ({why}); this generation is spawned, and a new server starts", "warning")
+        self._replace(self.server.preload if self.server else [])
+
+    def _cached(self) -> list[str]:
+        """What the previous run learned to preload, so the first reload is fast too."""
+        if self.cache is None:
+            return []
+        try:
+            names = json.loads(self.cache.read_text())
+            return [n for n in names if isinstance(n, str)]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def _store(self, names: list[str]) -> None:
+        if self.cache is not None:
+            with contextlib.suppress(OSError):
+                self.cache.parent.mkdir(mode=0o700, exist_ok=True)
+                self.cache.write_text(json.dumps(names))

@@ -1,0 +1,191 @@
+"""The fork server: one per app, in the app's folder and environment. It has gevent patched
+and the app's third-party modules imported once; each generation is a fork of it, so a reload
+pays only for the project's own imports.
+
+Protocol over a Unix socket with the runner, one JSON line each way:
+  runner -> {"preload": [...], "project_roots": [...]}
+  server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name}
+  runner -> {"fork": spec} with the generation's event and output pipes as SCM_RIGHTS fds
+  server -> {"pid": pid} or {"stale": path}
+
+Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
+whose file is in the project is never imported here (it would be served stale).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from gevent import monkey
+
+SOCK_ENV = "DEVRUN_FORKSERVER"
+MAX_FDS = 4
+
+# The standard library as it was before gevent patched it: this process must never start a
+# gevent hub (a forked child would inherit a half-used event loop), so it blocks for real.
+_fork, _waitpid = monkey.get_original("os", ["fork", "waitpid"])
+_select = monkey.get_original("select", "select")
+_Socket = monkey.get_original("socket", "socket")
+_sleep = monkey.get_original("time", "sleep")
+
+
+def project_modules(roots: tuple[str, ...]) -> list[str]:
+    return [name for name, module in list(sys.modules.items())
+            if (path := getattr(module, "__file__", None)) and os.path.abspath(path).startswith(roots)]
+
+
+def preload(names: list[str], roots: tuple[str, ...]) -> tuple[str, str] | None:
+    """Import names; return (culprit, project module) if one of them pulled in project code."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # a module that cannot be imported on its own is just not preloaded
+            continue
+        tainted = project_modules(roots)
+        if tainted:
+            return name, tainted[0]
+    return None
+
+
+def snapshot() -> dict[str, int]:
+    """mtimes of every preloaded file and of the import path's folders (installed packages)."""
+    stamps: dict[str, int] = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path:
+            stamps[path] = 0
+    for entry in sys.path:
+        if entry and os.path.isdir(entry):
+            stamps[entry] = 0
+    for path in stamps:
+        try:
+            stamps[path] = os.stat(path).st_mtime_ns
+        except OSError:
+            stamps[path] = -1
+    return stamps
+
+
+def changed(stamps: dict[str, int]) -> str | None:
+    for path, mtime in stamps.items():
+        try:
+            now = os.stat(path).st_mtime_ns
+        except OSError:
+            now = -1
+        if now != mtime:
+            return path
+    return None
+
+
+def send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    sock.sendall(json.dumps(msg).encode() + b"\n")
+
+
+def main() -> int:
+    sock = _Socket(fileno=int(os.environ.pop(SOCK_ENV)))
+    sock.setblocking(True)
+    lifeline = int(os.environ["DEVRUN_LIFELINE_FD"])
+    import devrun.worker.serve  # noqa: F401 - what every generation runs
+
+    data = b""
+    while not data.endswith(b"\n"):  # the hello, and nothing after it, comes before we reply
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return 0
+        data += chunk
+    hello = json.loads(data)
+    roots = tuple(os.path.join(os.path.abspath(r), "") for r in hello["project_roots"])
+    t0 = time.monotonic()
+    culprit = preload(hello["preload"], roots)
+    if culprit:
+        send(sock, {"tainted": culprit[0], "module": culprit[1]})
+        return 0
+    stamps = snapshot()
+    send(sock, {"ready": len(sys.modules), "ms": round((time.monotonic() - t0) * 1000, 1)})
+
+    # Exited first-level children are reaped here; their own children (the generations) belong
+    # to the runner, which is a subreaper. (gevent's signal.signal(SIGCHLD) would start a hub.)
+    while True:
+        readable, _, _ = _select([sock, lifeline], [], [])
+        if lifeline in readable:
+            return 0  # the runner is gone
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, MAX_FDS)
+        except ConnectionResetError:
+            return 0  # the runner closed our socket with a reply unread: retired all the same
+        if not msg:
+            return 0  # the runner closed our socket: we are retired
+        request = json.loads(msg)
+        stale = changed(stamps)
+        if stale:
+            for fd in fds:
+                os.close(fd)
+            send(sock, {"stale": stale})
+            return 0
+        send(sock, {"pid": spawn_generation(request["fork"], fds, sock)})
+        for fd in fds:
+            os.close(fd)
+
+
+def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
+    """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
+    event_fd, output_fd = fds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_pid, write_pid = os.pipe()
+    first = _fork()
+    if first == 0:
+        try:
+            os.close(read_pid)
+            generation = _fork()
+            if generation == 0:
+                os.close(write_pid)
+                become_generation(spec, event_fd, output_fd, sock)  # never returns
+            os.write(write_pid, str(generation).encode())
+        finally:
+            os._exit(0)
+    os.close(write_pid)
+    with os.fdopen(read_pid, "rb") as pipe:
+        pid = int(pipe.read() or b"0")
+    _waitpid(first, 0)  # once it has exited, the generation is the runner's child
+    return pid
+
+
+def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket) -> None:
+    code = 1
+    try:
+        # Wait until our first-level parent has exited and we belong to the runner, so that
+        # the runner-is-alive check in run() sees the runner as our parent.
+        first = os.getppid()
+        deadline = time.monotonic() + 2.0
+        while os.getppid() == first and time.monotonic() < deadline:
+            _sleep(0.0002)
+        os.setsid()  # its own process group: stopping it stops what the app spawns
+        sock.close()
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+        import gevent
+
+        gevent.reinit()
+        from devrun.worker.serve import run
+
+        spec["event_fd"] = event_fd
+        code = run(spec)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

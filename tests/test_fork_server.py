@@ -1,0 +1,128 @@
+"""`reload: fork`: generations forked from a preloading server, and never stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import Devrun, free_port, get, wait_for, write
+
+APP = """
+    import os, json
+    import helper
+    {extra_import}
+    def app(environ, start_response):
+        body = f'v{version} {{helper.TAG}} {{os.getpid()}}'.encode()
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [body]
+"""
+
+
+def setup(tmp: Path, extra: str = "", env: str = "") -> int:
+    port = free_port()
+    write(tmp / "app.py", APP.format(version=1, extra_import=""))
+    write(tmp / "helper.py", "TAG = 'h1'\n")
+    write(tmp / "devrun.yaml", f"""
+        apps:
+          solo:
+            app: "app:app"
+            port: {port}
+            reload: fork
+            {env}
+    """)
+    return port
+
+
+def body(port: int) -> str:
+    status, text = get(f"http://127.0.0.1:{port}/", 5)
+    return text if status == 200 else f"<{status}>"
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def forkserver_pids(runner: int) -> list[int]:
+    from tests.helpers import descendants
+
+    return [p for p in descendants(runner) if "--forkserver" in cmdline(p) and
+            int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == runner]
+
+
+def reload_to(tmp: Path, port: int, version: int, extra_import: str = "") -> str:
+    write(tmp / "app.py", APP.format(version=version, extra_import=extra_import))
+    return wait_for(lambda: (b := body(port)).startswith(f"v{version} ") and b, 15, f"version {version}")
+
+
+def wait_forked(tmp: Path, port: int, start: int) -> tuple[int, str]:
+    """Reload until a generation comes from the fork server (the first ones are spawned
+    while it preloads what the first generation reported)."""
+    version = start
+    for _ in range(20):
+        version += 1
+        text = reload_to(tmp, port, version)
+        pid = int(text.split()[-1])
+        if "--forkserver" in cmdline(pid):
+            return version, text
+    raise AssertionError("no generation was ever forked")
+
+
+def test_generations_are_forked_and_edits_of_helpers_show(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = setup(tmp_path)
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    version, text = wait_forked(tmp_path, port, 1)
+    assert text.startswith(f"v{version} h1 ")
+    # The project's own modules are never preloaded: an edit of a helper shows at once.
+    write(tmp_path / "helper.py", "TAG = 'h2'\n")
+    wait_for(lambda: f"v{version} h2 " in body(port), 15, "the edited helper")
+    learned = json.loads((tmp_path / ".devrun" / "preload-solo.json").read_text())
+    assert "gevent" in learned and "helper" not in learned and "app" not in learned
+    assert "Traceback" not in d.output
+
+
+def test_a_new_third_party_import_is_picked_up_and_learned(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = setup(tmp_path)
+    devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    version, _ = wait_forked(tmp_path, port, 1)
+    reload_to(tmp_path, port, version + 1, extra_import="import fractions")
+    cache = tmp_path / ".devrun" / "preload-solo.json"
+    wait_for(lambda: "fractions" in json.loads(cache.read_text()), 10, "fractions to be learned")
+
+
+def test_a_dead_fork_server_is_survived(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = setup(tmp_path)
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    version, _ = wait_forked(tmp_path, port, 1)
+    assert d.proc is not None
+    for pid in forkserver_pids(d.proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    reload_to(tmp_path, port, version + 1)  # spawned, with a notice
+    d.wait_line(lambda ln: "fork server died" in ln, 10)
+    wait_forked(tmp_path, port, version + 1)  # and a new server takes over
+
+
+def test_a_changed_preloaded_module_restarts_the_fork_server(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    lib = tmp_path / "lib"
+    write(lib / "extlib.py", "VALUE = 'ext-1'\n")
+    port = setup(tmp_path, env=f"env: {{PYTHONPATH: '{lib}'}}")
+    (tmp_path / "app").mkdir()
+    write(tmp_path / "devrun.yaml", (tmp_path / "devrun.yaml").read_text().replace('app: "app:app"',
+                                                                                   'app: "app:app"\n    cwd: app'))
+    os.replace(tmp_path / "app.py", tmp_path / "app" / "app.py")
+    os.replace(tmp_path / "helper.py", tmp_path / "app" / "helper.py")
+    write(tmp_path / "app" / "helper.py", "import extlib\nTAG = extlib.VALUE\n")
+    app_dir = tmp_path / "app"
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 ext-1"), 30, "the app")
+    version, _ = wait_forked(app_dir, port, 1)
+    # extlib lives outside the project, so the fork server preloads it; it is not watched.
+    write(lib / "extlib.py", "VALUE = 'ext-2'\n")
+    text = reload_to(app_dir, port, version + 1)
+    assert "ext-2" in text, text  # never the stale preloaded copy
+    d.wait_line(lambda ln: "extlib.py changed; restarting" in ln, 5)
