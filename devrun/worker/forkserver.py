@@ -144,10 +144,11 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) 
     if first == 0:
         try:
             os.close(read_pid)
+            middle = os.getpid()
             generation = _fork()
             if generation == 0:
                 os.close(write_pid)
-                become_generation(spec, event_fd, output_fd, sock)  # never returns
+                become_generation(spec, event_fd, output_fd, sock, middle)  # never returns
             os.write(write_pid, str(generation).encode())
         finally:
             os._exit(0)
@@ -158,14 +159,14 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) 
     return pid
 
 
-def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket) -> None:
+def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket,
+                      middle: int) -> None:
     code = 1
     try:
-        # Wait until our first-level parent has exited and we belong to the runner, so that
-        # the runner-is-alive check in run() sees the runner as our parent.
-        first = os.getppid()
+        # Wait until the middle process has exited and we belong to the runner, so that the
+        # runner-is-alive check in run() sees the runner as our parent.
         deadline = time.monotonic() + 2.0
-        while os.getppid() == first and time.monotonic() < deadline:
+        while os.getppid() == middle and time.monotonic() < deadline:
             _sleep(0.0002)
         os.setsid()  # its own process group: stopping it stops what the app spawns
         sock.close()
