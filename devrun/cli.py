@@ -32,7 +32,7 @@ def _load(path: str | None) -> Config:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from devrun.plainlog import PlainLog
-    from devrun.runner import run_apps
+    from devrun.runner import View, run_apps
 
     config = _load(args.config)
     names = args.apps or list(config.apps)
@@ -41,9 +41,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"devrun: no app named {', '.join(unknown)} in {config.file}; "
               f"apps: {', '.join(config.apps)}", file=sys.stderr)
         return EXIT_CONFIG
-    # The rich dashboard is not written yet: every terminal gets the plain lines.
-    view = PlainLog(names)
-    return run_apps(config, names, [view])
+    view: View
+    if use_dashboard(args.no_dashboard):
+        from devrun.dashboard import Dashboard
+
+        view = Dashboard([(n, config.apps[n].url) for n in names])
+    else:
+        view = PlainLog(names)
+    code = run_apps(config, names, [view])
+    if not isinstance(view, PlainLog):
+        print(f"devrun: stopped {', '.join(names)}")
+    return code
+
+
+def use_dashboard(disabled: bool) -> bool:
+    """The dashboard needs a real terminal; logs and CI get plain lines."""
+    return not disabled and sys.stdout.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -78,7 +78,16 @@ class Ready(Event):
 
 @dataclass(frozen=True)
 class Reloading(Event):
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # the changed files, relative to the app's cwd; () for a manual restart
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    """The supervisor's state of an app: starting, ready, reloading, error, crashed,
+    backing off, stopped."""
+
+    state: str
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,3 +130,11 @@ class Notice(Event):
 @dataclass(frozen=True)
 class Stopped(Event):
     pass
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a user asks the runner for (dashboard keys; later the control socket)."""
+
+    verb: str  # "restart" | "quit"
+    app: str | None = None  # None: every app

@@ -72,14 +72,19 @@ class Runner:
         watcher = Watcher(lambda app, paths: self.inbox.put(FilesChanged(app, paths)),
                           lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
-            self._start(watcher)
-            if not self.supervisors:
-                self.notice("no app could start", "error")
-                return 1
-            watcher.start()
-            while not self.stop_requested:
-                self._step(time.monotonic() + TICK)
-            return self._shutdown(watcher)
+            with contextlib.ExitStack() as screens:
+                for view in self.views:
+                    running = getattr(view, "running", None)
+                    if running is not None:  # an interactive view: draws and reads keys meanwhile
+                        screens.enter_context(running(self.inbox.put))
+                self._start(watcher)
+                if not self.supervisors:
+                    self.notice("no app could start", "error")
+                    return 1
+                watcher.start()
+                while not self.stop_requested:
+                    self._step(time.monotonic() + TICK)
+                return self._shutdown(watcher)
         except BaseException:
             # A bug in the runner must not leave apps holding their ports.
             self._kill_all()
@@ -154,6 +159,14 @@ class Runner:
     def _dispatch(self, item: object) -> None:
         if isinstance(item, events.Event):  # from another thread, for the views
             self.emit(item)
+            return
+        if isinstance(item, events.Command):
+            if item.verb == "quit":
+                self.stop_requested += 1
+            elif item.verb == "restart":
+                for name, sup in self.supervisors.items():
+                    if item.app in (None, name):
+                        sup.restart()
             return
         if isinstance(item, FilesChanged):
             sup = self.supervisors.get(item.app)

@@ -130,6 +130,10 @@ class AppSupervisor:
         self.emit(events.Reloading(self.name, paths))
         self._launch()
 
+    def restart(self) -> None:
+        """A restart asked for by the user (dashboard key, control command)."""
+        self.reload(())
+
     def stop(self) -> None:
         self.stopping = True
         self.restart_at = None
@@ -249,7 +253,8 @@ class AppSupervisor:
         backoff = self.app.config.backoff
         delay = backoff_delay(self.failures, backoff.initial, backoff.max)
         self.restart_at = self.clock() + delay
-        self._set(State.BACKOFF)
+        # One crash is "crashed"; crashing again right after a restart is a loop: "backing off".
+        self._set(State.CRASHED if self.failures == 1 else State.BACKOFF)
         how = events.describe_exit(returncode)
         self.emit(events.Notice(self.name, f"crashed ({how}); restarting in {delay:.1f}s", "error"))
         if self.fallback is not None:
@@ -285,4 +290,7 @@ class AppSupervisor:
             self.retiring.append(gen)
 
     def _set(self, state: State) -> None:
-        self.state = state
+        if state is not self.state:
+            self.state = state
+            gen = self.current or self.pending
+            self.emit(events.StateChanged(self.name, state.value, gen.pid if gen else None))

@@ -229,7 +229,7 @@ def test_stopped_prints_nothing() -> None:
     assert render(NAMES, events.Stopped("web")) == ""
 
 
-def test_every_event_type_but_stopped_prints_one_prefixed_line() -> None:
+def test_every_event_type_but_stopped_and_state_prints_one_prefixed_line() -> None:
     evs: list[events.Event] = [
         events.Starting("web", 1, 10),
         events.Ready("web", 10, "http://127.0.0.1:5000/", 1.0),
@@ -240,9 +240,10 @@ def test_every_event_type_but_stopped_prints_one_prefixed_line() -> None:
         events.AppFailed("web", 10, "boom", "tb"),
         events.Notice("web", "note"),
         events.Stopped("web"),
+        events.StateChanged("web", "ready", 10),  # the lines around it say it already
     ]
     lines = render(["web"], *evs).splitlines()
-    assert len(lines) == len(evs) - 1
+    assert len(lines) == len(evs) - 2
     assert all(line.startswith("web    | ") for line in lines)  # padded to len("devrun")
     covered = {type(ev) for ev in evs}
     defined = {c for c in vars(events).values() if isinstance(c, type) and issubclass(c, events.Event)}

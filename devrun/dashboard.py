@@ -1,0 +1,265 @@
+"""The terminal dashboard: a rich Live view of every app, built only from events.
+
+It keeps a small model per app (state, pid, uptime, reloads, last cause, request rate, last
+status codes, last error, recent requests and output) and draws it four times a second from
+rich's refresh thread. Keys become Commands for the runner; the dashboard decides nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group, RenderableType
+from rich.layout import Layout
+from rich.live import Live
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from devrun import events, terminal
+from devrun.plainlog import clean, describe
+
+STATE_STYLES = {
+    "starting": "cyan", "ready": "green", "reloading": "yellow", "error": "bold red",
+    "crashed": "red", "backing off": "magenta", "stopped": "dim",
+}
+PANES = ("requests", "output", "error")
+RATE_WINDOW = 5.0
+
+
+@dataclass
+class AppView:
+    name: str
+    url: str
+    state: str = "starting"
+    pid: int | None = None
+    up_since: float | None = None
+    reloads: int = 0
+    cause: tuple[str, ...] = ()
+    cause_at: float | None = None
+    error: str = ""
+    traceback: str = ""
+    requests: deque[events.Request] = field(default_factory=lambda: deque(maxlen=200))
+    request_times: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=500))
+    collecting: list[str] | None = None  # a traceback being printed by the app
+
+    def add_output(self, line: str) -> None:
+        """Keep the line; notice a traceback the app prints (a request that raised)."""
+        self.output.append(line)
+        if line.startswith("Traceback (most recent call last):"):
+            self.collecting = [line]
+        elif self.collecting is not None:
+            self.collecting.append(line)
+            if line and not line[0].isspace():  # the exception line ends it
+                if self.state not in ("error", "crashed", "backing off"):
+                    self.error, self.traceback = line, "\n".join(self.collecting)
+                self.collecting = None
+            elif len(self.collecting) > 400:
+                self.collecting = None
+
+    def rate(self, now: float) -> float:
+        recent = sum(1 for t in self.request_times if now - t <= RATE_WINDOW)
+        return recent / RATE_WINDOW
+
+
+def ago(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+class Dashboard:
+    def __init__(self, apps: list[tuple[str, str]], clock: Callable[[], float] = time.time):
+        self.apps = {name: AppView(name, url) for name, url in apps}
+        self.order = [name for name, _ in apps]
+        self.clock = clock
+        self.log: deque[tuple[float, str, Text]] = deque(maxlen=300)
+        self.selected = 0
+        self.pane = "requests"
+        self.pin = ""
+        self.lock = threading.Lock()
+        self.post: Callable[[object], None] = lambda item: None
+
+    # -- the model (runner's main thread) ------------------------------------------------
+
+    def handle(self, event: events.Event) -> None:
+        with self.lock:
+            self._update(event)
+
+    def _update(self, event: events.Event) -> None:
+        view = self.apps.get(event.app)
+        if isinstance(event, events.Notice) and event.text.startswith("PIN: "):
+            self.pin = event.text.removeprefix("PIN: ")
+            return
+        if isinstance(event, events.Request):
+            if view:
+                view.requests.append(event)
+                view.request_times.append(event.at)
+            return
+        if isinstance(event, events.Output):
+            if view:
+                view.add_output(clean(event.line))
+            return
+        text = describe(event)
+        if text is not None:
+            self.log.append((event.at, event.app, text))
+        if view is None:
+            return
+        match event:
+            case events.StateChanged(state=state, pid=pid):
+                view.state = state
+                if state in ("crashed", "backing off", "stopped"):
+                    view.up_since = None
+                    view.pid = None
+            case events.Starting(pid=pid):
+                if view.pid is None:
+                    view.pid = pid
+            case events.Ready(pid=pid):
+                view.pid, view.up_since = pid, event.at
+                view.error = view.traceback = ""  # new code: the old error is history
+            case events.Reloading(paths=paths):
+                view.reloads += 1
+                view.cause, view.cause_at = paths, event.at
+            case events.AppFailed(pid=pid, summary=summary, traceback=tb):
+                view.pid, view.up_since = pid, event.at
+                view.error, view.traceback = clean(summary), tb
+            case events.Exited(expected=False, returncode=rc):
+                view.error = f"{events.describe_exit(rc)}"
+                view.traceback = "\n".join(list(view.output)[-40:])
+
+    # -- keys (key thread) ---------------------------------------------------------------
+
+    def key(self, key: str) -> None:
+        with self.lock:
+            command = self._command(key)
+        if command is not None:
+            self.post(command)
+
+    def _command(self, key: str) -> events.Command | None:
+        count = len(self.order)
+        if key == "up":
+            self.selected = (self.selected - 1) % count
+        elif key == "down":
+            self.selected = (self.selected + 1) % count
+        elif key.isdigit() and 1 <= int(key) <= min(count, 9):
+            self.selected = int(key) - 1
+        elif key == "l":
+            self.pane = PANES[(PANES.index(self.pane) + 1) % len(PANES)]
+        elif key == "r":
+            return events.Command("restart", self.order[self.selected])
+        elif key == "R":
+            return events.Command("restart")
+        elif key in ("q", "Q"):
+            return events.Command("quit")
+        return None
+
+    # -- drawing (rich's refresh thread) -------------------------------------------------
+
+    def render(self, width: int = 120, height: int = 40) -> RenderableType:
+        with self.lock:
+            return self._render(width, height)
+
+    def _render(self, width: int, height: int) -> RenderableType:
+        now = self.clock()
+        narrow = width < 100
+        table = Table(expand=True, box=None, pad_edge=False, header_style="bold")
+        table.add_column("#", width=2, no_wrap=True)
+        table.add_column("app", no_wrap=True, overflow="ellipsis", max_width=20)
+        table.add_column("state", no_wrap=True)
+        table.add_column("url", no_wrap=True, overflow="fold")
+        if not narrow:
+            table.add_column("pid", no_wrap=True)
+            table.add_column("up", no_wrap=True)
+        table.add_column("reloads", no_wrap=True, justify="right")
+        table.add_column("last change / error", ratio=1, overflow="fold")  # an error summary wraps, whole
+        if not narrow:
+            table.add_column("req/s", no_wrap=True, justify="right")
+            table.add_column("codes", no_wrap=True)
+        for i, name in enumerate(self.order):
+            view = self.apps[name]
+            style = "reverse" if i == self.selected else ""
+            state = Text(view.state, style=STATE_STYLES.get(view.state, ""))
+            if view.error and view.state in ("error", "crashed", "backing off"):
+                note = Text(view.error, style="red")
+            elif view.cause_at is not None:
+                what = ", ".join(view.cause[:3]) + (f" +{len(view.cause) - 3}" if len(view.cause) > 3 else "")
+                note = Text(f"{what or 'restart'} ({ago(now - view.cause_at)} ago)")
+            else:
+                note = Text("")
+            row: list[RenderableType] = [Text(str(i + 1), style=style), Text(name, style=style), state,
+                                         Text(view.url)]
+            if not narrow:
+                row += [Text(str(view.pid or "-")), Text(ago(now - view.up_since) if view.up_since else "-")]
+            row += [Text(str(view.reloads)), note]
+            if not narrow:
+                codes = " ".join(r.status for r in list(view.requests)[-3:])
+                row += [Text(f"{view.rate(now):.1f}"), Text(codes)]
+            table.add_row(*row)
+
+        header = Text.assemble(("devrun", "bold"), f"  {len(self.order)} app(s)",
+                               (f"  PIN {self.pin}" if self.pin else ""),
+                               ("   ↑↓/1-9 select  r restart  R all  l pane  q quit", "dim"))
+        # As tall as the table really is: a long error summary takes more than one line.
+        measure = Console(width=width, file=io.StringIO(), color_system=None)
+        rows_h = len(measure.render_lines(table, measure.options, pad=False))
+        rest = max(height - rows_h - 1, 6)
+        log_h = max(rest // 3, 3)
+        lower_h = max(rest - log_h, 3)
+        log_lines = [Text.assemble((time.strftime("%H:%M:%S", time.localtime(at)) + " ", "dim"),
+                                   (f"{app or 'devrun'} ", "bold"), text)
+                     for at, app, text in list(self.log)[-(log_h - 2):]]
+        selected = self.apps[self.order[self.selected]]
+        layout = Layout()
+        layout.split_column(
+            Layout(header, size=1),
+            Layout(table, size=rows_h),
+            Layout(Panel(Group(*log_lines), title="events", title_align="left"), size=log_h),
+            Layout(self._lower(selected, lower_h - 2), size=lower_h),
+        )
+        return layout
+
+    def _lower(self, view: AppView, lines: int) -> Panel:
+        tabs = Text.assemble(*[(f" {p} ", "reverse" if p == self.pane else "dim") for p in PANES])
+        title = Text.assemble((view.name, "bold"), " ", tabs)
+        body: RenderableType
+        if self.pane == "requests":
+            body = Group(*[describe(r) or Text("") for r in list(view.requests)[-lines:]]) \
+                if view.requests else Text("no requests yet", style="dim")
+        elif self.pane == "output":
+            body = Group(*[Text(line) for line in list(view.output)[-lines:]]) \
+                if view.output else Text("no output yet", style="dim")
+        elif view.traceback:
+            tail = "\n".join(view.traceback.rstrip("\n").splitlines()[-lines:])
+            body = Group(Text(view.error, style="bold red"), Syntax(tail, "pytb", theme="ansi_dark",
+                                                                     word_wrap=True))
+        else:
+            body = Text(view.error or "no error", style="dim" if not view.error else "red")
+        return Panel(body, title=title, title_align="left")
+
+    # -- running ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self, post: Callable[[object], None], console: Console | None = None) -> Iterator[None]:
+        """Draw on the terminal (alternate screen) and read keys until the block ends."""
+        self.post = post
+        console = console or Console()
+
+        class Screen:
+            def __rich_console__(inner, console: Console, options: object):  # noqa: N805
+                yield self.render(console.size.width, console.size.height)
+
+        live = Live(Screen(), console=console, screen=True, auto_refresh=True, refresh_per_second=4,
+                    redirect_stdout=False, redirect_stderr=False)
+        with live, terminal.keys(self.key):
+            yield
