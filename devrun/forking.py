@@ -163,8 +163,9 @@ class ForkLauncher:
         self.deny: set[str] = set()
         self.learning: list[str] = []
         self.failures = 0
-        preload = self._cached()
-        self.server: ForkServer | None = ForkServer(app, listener, env, preload)
+        # The first server starts once the first generation has said what it imported: started
+        # now, its preloading would only compete with that generation for the CPU.
+        self.server: ForkServer | None = None
         self.next: ForkServer | None = None
 
     def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post) -> Generation:
@@ -229,17 +230,8 @@ class ForkLauncher:
         self.notice(f"fork server died ({why}); this generation is spawned, and a new server starts", "warning")
         self._replace(self.server.preload if self.server else [])
 
-    def _cached(self) -> list[str]:
-        """What the previous run learned to preload, so the first reload is fast too."""
-        if self.cache is None:
-            return []
-        try:
-            names = json.loads(self.cache.read_text())
-            return [n for n in names if isinstance(n, str)]
-        except (OSError, ValueError, TypeError):
-            return []
-
     def _store(self, names: list[str]) -> None:
+        """Write down what is preloaded, for the curious (`.devrun/preload-<app>.json`)."""
         if self.cache is not None:
             with contextlib.suppress(OSError):
                 self.cache.parent.mkdir(mode=0o700, exist_ok=True)

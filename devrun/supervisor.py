@@ -270,8 +270,9 @@ class AppSupervisor:
             self.pending.closed = True  # it never accepted a connection
             self.retiring.append(self.pending)
             self.pending = None
+        started = self.clock()  # before asking: a fork server's answer is part of the start
         gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post)
-        gen.started = self.clock()
+        gen.started = started
         self.pending = gen
         self._set(State.RELOADING if self.current is not None else State.STARTING)
         self.emit(events.Starting(self.name, gen.number, gen.pid))

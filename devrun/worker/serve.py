@@ -176,7 +176,7 @@ def run(spec: dict[str, Any]) -> int:
     else:
         reporter.send("ready", ms=ms)
     if spec.get("report_modules"):
-        gevent.spawn_later(0.2, report_modules, reporter, [root, *spec.get("watch_roots", [])])
+        gevent.spawn(report_modules, reporter, [root, *spec.get("watch_roots", [])])
 
     done = Event()
 
