@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Reload benchmark: devrun vs `flask run --debug` vs `gunicorn --reload -k gevent`.
+"""Reload benchmark: devrun (fork and spawn) vs `flask run --debug` vs `gunicorn --reload -k gevent` vs hupper.
 
-Needs flask, gunicorn and gevent installed in the Python that runs it, next to devrun:
+Needs flask, gunicorn, gevent and hupper installed in the Python that runs it, next to devrun:
 
-    pip install -e . flask gunicorn gevent
+    pip install -e . flask gunicorn gevent hupper
     python bench/reload.py                                # 20 edits per runner, table on stdout
+    python bench/reload.py --edits 3 --runners "devrun (fork),devrun (spawn),hupper"
     python bench/reload.py --edits 20 --out docs/benchmarks.md
 
 It writes a small Flask app (``/`` returns a version string such as ``v17``, ``/sleep`` sleeps
-3 s) into a fresh temporary folder per runner and starts all three runners, each on a port found
-by binding port 0 on 127.0.0.1:
+3 s) into a fresh temporary folder per runner (so no runner sees another's edits) and starts the
+runners chosen with ``--runners`` (default: all), each on a port found by binding port 0 on
+127.0.0.1:
 
-- devrun:   ``devrun up -c devrun.yaml --no-dashboard`` (app ``app:app``, every other key default)
-- flask:    ``flask --app app run --debug --port P`` (Werkzeug's reloader; watchdog when installed)
-- gunicorn: ``gunicorn --reload -k gevent -b 127.0.0.1:P app:app`` (plus ``--no-control-socket`` where
-  gunicorn has it, so that it does not create ``~/.gunicorn/gunicorn.ctl``)
+- devrun (fork):  ``devrun up -c devrun.yaml --no-dashboard`` with ``reload: fork`` (app ``app:app``,
+  every other key default)
+- devrun (spawn): the same with ``reload: spawn``
+- flask run --debug: ``flask --app app run --debug --port P`` (Werkzeug's reloader; watchdog when installed)
+- gunicorn --reload: ``gunicorn --reload -k gevent -b 127.0.0.1:P app:app`` (plus ``--no-control-socket``
+  where gunicorn has it, so that it does not create ``~/.gunicorn/gunicorn.ctl``)
+- hupper: ``hupper -m serve P``, as hupper's documentation shows (``hupper -m <module>``), where
+  ``serve.py`` imports the app and serves it with Werkzeug's ``run_simple(..., use_reloader=False,
+  threaded=True)``: the server ``flask run`` uses, without its own reloader, threaded like ``flask run``
 
 and measures, for each of them in the same invocation:
 
@@ -27,7 +34,12 @@ and measures, for each of them in the same invocation:
 3. failed requests: during each runner's edits a client thread requests ``/`` every 10 ms; a
    refused, reset or timed-out connection and a 5xx status count as failures;
 4. an in-flight request: ``/sleep`` is started, a reload is triggered 0.5 s later, and the table
-   says whether the sleep request still completed with 200.
+   says whether the sleep request still completed with 200;
+5. the interpreter-restart floor: the median wall time of 5 runs of
+   ``python -c "from gevent import monkey; monkey.patch_all(); import flask, werkzeug.debug, gevent.pywsgi"``
+   (what any generation that starts a fresh interpreter has to pay at least), spread over the edit
+   rounds, each started between rounds once every runner's processes have been idle for a moment;
+   each runner's reload p50 is also given as a multiple of it.
 
 Every process runs in its own session with its output in a log file, and is killed with its
 process group and every descendant (found through /proc) when the benchmark ends; every wait is
@@ -89,9 +101,37 @@ apps:
   bench:
     app: "app:app"
     port: {port}
+    reload: {reload}
 """
 
-PACKAGES = ("devrun", "flask", "gunicorn", "gevent", "werkzeug", "watchdog")
+# hupper runs this module (`hupper -m serve PORT`); it is never edited, only the app it imports is
+HUPPER_SERVE = '''\
+import sys
+
+from werkzeug.serving import run_simple
+
+from app import app
+
+run_simple("127.0.0.1", int(sys.argv[1]), app, use_reloader=False, threaded=True)
+'''
+
+# name in the table and in --runners -> folder and log name
+RUNNERS = {
+    "devrun (fork)": "devrun-fork",
+    "devrun (spawn)": "devrun-spawn",
+    "flask run --debug": "flask",
+    "gunicorn --reload": "gunicorn",
+    "hupper": "hupper",
+}
+BASELINE = "devrun (fork)"  # ratios in the table are relative to this runner
+
+PACKAGES = ("devrun", "flask", "gunicorn", "gevent", "werkzeug", "watchdog", "hupper")
+FLOOR_CODE = "from gevent import monkey; monkey.patch_all(); import flask, werkzeug.debug, gevent.pywsgi"
+FLOOR_RUNS = 5  # samples of the interpreter-restart floor, spread over the edit rounds
+FLOOR_TIMEOUT = 60.0  # per sample
+QUIET_WINDOW = 0.25  # a floor sample starts once the runners used under QUIET_CPU of a core for this long
+QUIET_CPU = 0.10
+QUIET_LIMIT = 5.0  # ... or after this many seconds of waiting, noted in the report
 POLL_EVERY = 0.005  # reload latency: one GET every 5 ms
 LOAD_EVERY = 0.010  # background client: one GET every 10 ms
 POLL_TIMEOUT = 1.0  # per request while waiting for a reload or a cold start
@@ -279,26 +319,31 @@ class Runner:
             return ""
 
 
-def make_runners(root: Path) -> list[Runner]:
+def make_runners(root: Path, names: list[str]) -> list[Runner]:
     runners = []
-    for name in ("devrun", "flask run --debug", "gunicorn --reload"):
-        key = name.split()[0]
-        folder = root / key
+    for name in names:
+        key = RUNNERS[name]
+        folder = root / key  # one folder per runner: no runner sees another's edits
         folder.mkdir()
         port = free_port()
-        if key == "devrun":
-            (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port))
+        if key.startswith("devrun"):
+            (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port, reload=key.split("-", 1)[1]))
             argv = [*tool("devrun"), "up", "-c", "devrun.yaml", "--no-dashboard"]
         elif key == "flask":
             argv = [*tool("flask"), "--app", "app", "run", "--debug", "--port", str(port)]
-        else:
+        elif key == "gunicorn":
             argv = [*tool("gunicorn"), "--reload", "-k", "gevent", "-b", f"127.0.0.1:{port}", "app:app"]
             if gunicorn_has_control_socket():
                 argv.insert(-1, "--no-control-socket")  # else it makes ~/.gunicorn/gunicorn.ctl
+        else:
+            (folder / "serve.py").write_text(HUPPER_SERVE)
+            argv = [*tool("hupper"), "-m", "serve", str(port)]
         marks = {
-            "devrun": ("reload (", "crashed", "error:"),
+            "devrun-fork": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
+            "devrun-spawn": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
             "flask": ("Detected change", "Inotify queue overflowed"),
             "gunicorn": ("Worker reloading", "Booting worker"),
+            "hupper": ("changed; reloading", "Starting monitor for PID", "forcefully killing"),
         }[key]
         runners.append(Runner(name, folder, root / "logs" / f"{key}.log", port, argv, log_marks=marks))
     return runners
@@ -314,7 +359,7 @@ def gunicorn_has_control_socket() -> bool:
 
 def runner_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WERKZEUG_", "FLASK_", "DEVRUN_", "GUNICORN_"))}
+           if not k.startswith(("WERKZEUG_", "FLASK_", "DEVRUN_", "GUNICORN_", "HUPPER_"))}
     env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", NO_COLOR="1")
     return env
 
@@ -416,6 +461,69 @@ def inflight(runner: Runner, timeout: float) -> None:
     runner.inflight = answer
 
 
+def cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """utime + stime of each pid still alive, in clock ticks."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def wait_quiet(runners: list[Runner]) -> float | None:
+    """Wait (bounded) until the runners' processes together use under QUIET_CPU of a core for
+    QUIET_WINDOW seconds: none is reloading. Seconds waited, or None if they never got quiet."""
+    tick = os.sysconf("SC_CLK_TCK")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < QUIET_LIMIT:
+        pids = []
+        for r in runners:
+            if r.proc is not None and r.proc.poll() is None:
+                pids += [r.proc.pid, *descendants(r.proc.pid)]
+        before = cpu_ticks(pids)
+        time.sleep(QUIET_WINDOW)
+        after = cpu_ticks(pids)
+        used = sum(after[pid] - before[pid] for pid in after if pid in before) / tick
+        if used < QUIET_CPU * QUIET_WINDOW:
+            return time.perf_counter() - t0
+    return None
+
+
+def floor_sample(env: dict[str, str], cwd: Path) -> float | str:
+    """One run of the interpreter-restart floor command: ms, or why it failed."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", FLOOR_CODE], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=FLOOR_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    ms = (time.perf_counter() - t0) * 1000
+    if proc.returncode != 0:
+        return f"exit code {proc.returncode}: {proc.stderr.decode(errors='replace').strip()[-200:]}"
+    return ms
+
+
+@dataclass
+class Floor:
+    samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    not_quiet: int = 0  # samples taken although the runners had not become quiet within QUIET_LIMIT
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    def measure(self, runners: list[Runner], env: dict[str, str], cwd: Path) -> None:
+        if wait_quiet(runners) is None:
+            self.not_quiet += 1
+        result = floor_sample(env, cwd)
+        if isinstance(result, str):
+            self.errors.append(result)
+        else:
+            self.samples.append(result)
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -429,13 +537,13 @@ def fmt_ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
-def table(runners: list[Runner], edits: int, timeout: float) -> str:
-    base = runners[0].latencies  # devrun
+def table(runners: list[Runner], edits: int, timeout: float, floor: float | None) -> str:
+    base = next((r.latencies for r in runners if r.name == BASELINE), [])
     base_p50 = statistics.median(base) if base else None
     rows = [
-        "| runner | cold start ms | reload p50 ms | reload p95 ms | p50 vs devrun | failed requests / total "
-        "| in-flight request survived |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        f"| runner | cold start ms | reload p50 ms | reload p95 ms | p50 vs {BASELINE} | p50 / restart floor "
+        "| failed requests / total | in-flight request survived |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runners:
         done = len(r.latencies) + r.timeouts
@@ -443,25 +551,44 @@ def table(runners: list[Runner], edits: int, timeout: float) -> str:
             p50 = statistics.median(r.latencies)
             p50_cell, p95_cell = fmt_ms(p50), fmt_ms(percentile(r.latencies, 95))
             ratio = f"{p50 / base_p50:.2f}×" if base_p50 else "n/a"
+            floor_cell = f"{p50 / floor:.2f}×" if floor else "n/a"
         else:
             p50_cell = p95_cell = f"no reload within {timeout:.0f} s"
-            ratio = "n/a"
+            ratio = floor_cell = "n/a"
         if r.timeouts:
             p50_cell += f" ({r.timeouts}/{done} edits timed out)"
         if done < edits:
             p50_cell += f" (only {done}/{edits} edits run)"
         failed = sum(r.failures.values())
-        rows.append(f"| {r.name} | {fmt_ms(r.cold_ms)} | {p50_cell} | {p95_cell} | {ratio} | "
+        rows.append(f"| {r.name} | {fmt_ms(r.cold_ms)} | {p50_cell} | {p95_cell} | {ratio} | {floor_cell} | "
                     f"{failed} / {r.total} | {r.inflight} |")
     return "\n".join(rows)
 
 
-def notes(runners: list[Runner], args: argparse.Namespace) -> str:
+def floor_note(floor: Floor) -> str:
+    text = (f"Interpreter-restart floor: `python -c \"{FLOOR_CODE}\"`, the same Python and environment as the "
+            "runners, timed from start to exit between edit rounds once no runner was busy; ")
+    if floor.samples:
+        text += (f"median {floor.median:.0f} ms of {len(floor.samples)} runs "
+                 f"({' '.join(f'{v:.0f}' for v in floor.samples)} ms)")
+    else:
+        text += "no successful run"
+    if floor.errors:
+        text += f"; {len(floor.errors)} failed: " + "; ".join(floor.errors)
+    if floor.not_quiet:
+        text += (f"; {floor.not_quiet} started although the runners had not been quiet "
+                 f"(< {QUIET_CPU:.0%} of a core for {QUIET_WINDOW:g} s) within {QUIET_LIMIT:g} s")
+    return text + "."
+
+
+def notes(runners: list[Runner], args: argparse.Namespace, floor: Floor) -> str:
     lines = [
         f"{args.edits} edits per runner, interleaved; settle {args.settle:g} s after each (not counted); "
         f"an edit not served within {args.timeout:g} s is a timeout. Latency polls every 5 ms; the background "
         f"client requests `/` every 10 ms (timeout {LOAD_TIMEOUT:g} s) from {LOAD_LEAD:g} s before each save "
-        "to the end of its settle pause.",
+        "to the end of its settle pause. Ratios are relative to "
+        + (f"{BASELINE}." if any(r.name == BASELINE for r in runners) else f"{BASELINE}, which was not run (n/a)."),
+        floor_note(floor),
     ]
     for r in runners:
         parts = []
@@ -522,7 +649,9 @@ def machine(source: tuple[str, str], load: str) -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     gunicorn_engine = "inotify" if importlib.util.find_spec("inotify") else "polling every 1 s"
-    werkzeug_engine = "watchdog" if importlib.util.find_spec("watchdog") else "stat polling every 1 s"
+    has_watchdog = importlib.util.find_spec("watchdog") is not None
+    werkzeug_engine = "watchdog" if has_watchdog else "stat polling every 1 s"
+    hupper_engine = "watchdog" if has_watchdog else "polling every 1 s"
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join([
         f"- machine: {platform.system()} {platform.release()}, nproc {nproc}" + (f", {cpu}" if cpu else "")
@@ -532,25 +661,25 @@ def machine(source: tuple[str, str], load: str) -> str:
         *([f"- devrun source: commit {source[0]}"] if source[0] and source[0] == source[1] else []),
         *([f"- devrun source: commit {source[0]} at start, {source[1]} at the end: **devrun changed during the "
            "run**, so these numbers mix two versions"] if source[0] != source[1] else []),
-        f"- reloaders: Werkzeug {werkzeug_engine}, gunicorn {gunicorn_engine}; devrun watchdog",
+        f"- reloaders: Werkzeug {werkzeug_engine}, gunicorn {gunicorn_engine}, hupper {hupper_engine} "
+        "(its default monitor); devrun watchdog",
     ])
 
 
 def command() -> str:
-    script = Path(sys.argv[0])
-    with contextlib.suppress(ValueError):
-        script = script.resolve().relative_to(Path.cwd())
-    return "pip install -e . flask gunicorn gevent && " + shlex.join(["python", str(script), *sys.argv[1:]])
+    """The command line that started this run, as the interpreter received it (quoted for a POSIX shell)."""
+    return shlex.join(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
 
 
 def report(runners: list[Runner], args: argparse.Namespace, started: datetime.datetime,
-           source: tuple[str, str], load: str) -> str:
+           source: tuple[str, str], load: str, floor: Floor, cwd: Path) -> str:
     return "\n\n".join([
         f"## Reload benchmark, {started:%Y-%m-%d %H:%M}",
         machine(source, load),
-        f"Reproduce:\n\n```sh\n{command()}\n```",
-        table(runners, args.edits, args.timeout),
-        notes(runners, args),
+        f"Reproduce (run in `{cwd}`, after `pip install -e . flask gunicorn gevent hupper`):\n\n"
+        f"```sh\n{command()}\n```",
+        table(runners, args.edits, args.timeout, floor.median),
+        notes(runners, args, floor),
     ]) + "\n"
 
 
@@ -563,8 +692,20 @@ def write_out(path: Path, text: str) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def parse_runners(text: str) -> list[str]:
+    """--runners: comma-separated names from RUNNERS, run in RUNNERS' order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUNNERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown runner {', '.join(map(repr, unknown)) or '(none given)'}; choose from: {', '.join(RUNNERS)}")
+    return [n for n in RUNNERS if n in names]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runners", type=parse_runners, default=list(RUNNERS), metavar="NAME,NAME",
+                        help=f"comma-separated runners to measure (default all: {', '.join(RUNNERS)})")
     parser.add_argument("--edits", type=int, default=20, help="edits per runner (default 20)")
     parser.add_argument("--settle", type=float, default=1.0,
                         help="seconds to wait after each reload, not counted (default 1.0)")
@@ -579,12 +720,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--edits must be at least 1")
 
     started = datetime.datetime.now()
+    cwd = Path.cwd()
     source_at_start = devrun_source()
     load_at_start = loadavg()
     root = Path(tempfile.mkdtemp(prefix="devrun-bench-"))
     (root / "logs").mkdir()
-    runners = make_runners(root)
+    (root / "floor").mkdir()
+    runners = make_runners(root, args.runners)
     env = runner_env()
+    floor = Floor()
+    # floor samples after rounds 0, E/5, 2E/5, ... (several after a round when there are fewer than 5 rounds)
+    floor_after = Counter(k * args.edits // FLOOR_RUNS for k in range(FLOOR_RUNS))
     try:
         for r in runners:  # one at a time, so cold starts do not compete
             print(f"starting {r.name} on port {r.port}: {shlex.join(r.argv)}", file=sys.stderr)
@@ -595,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in runners[shift:] + runners[:shift]:
                 if r.cold_ms is not None and r.alive():
                     one_edit(r, args.timeout, args.settle)
+            for _ in range(floor_after[i]):  # between rounds: no runner is reloading
+                print("interpreter-restart floor", file=sys.stderr)
+                floor.measure(runners, env, root / "floor")
         for r in runners:
             if r.cold_ms is not None and r.alive():
                 print(f"in-flight request: {r.name}", file=sys.stderr)
@@ -612,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    text = report(runners, args, started, (source_at_start, devrun_source()), load_at_start)
+    text = report(runners, args, started, (source_at_start, devrun_source()), load_at_start, floor, cwd)
     print(text)
     if args.out:
         write_out(args.out, text)
