@@ -21,10 +21,13 @@ from devrun.config import App, Config, is_loopback
 from devrun.fallback import Fallback
 from devrun.forking import ForkLauncher
 from devrun.patterns import Matcher
+from devrun.process import ChildMessage, ChildOutput
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
 from devrun.watcher import Watcher
 
 TICK = 0.1
+# Items waiting for the main thread beyond which child output and request lines are dropped.
+MAX_BACKLOG = 20_000
 
 
 class View(Protocol):
@@ -54,7 +57,26 @@ class Runner:
         self.stop_requested = 0
         self.pin = new_pin()
         self.launchers: list[ForkLauncher] = []
+        self.dropped: dict[str, int] = {}
         self.subreaper = False
+
+    def post_child(self, item: object) -> None:
+        """From a generation's reader threads. Output and request lines are dropped (and
+        counted) rather than queued without bound when the main thread falls behind; the
+        readers keep draining the pipes either way, so a child never blocks on its output."""
+        if self.inbox.qsize() >= MAX_BACKLOG and (
+            isinstance(item, ChildOutput)
+            or (isinstance(item, ChildMessage) and item.message.get("type") == "request")
+        ):
+            self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + 1
+            return
+        self.inbox.put(item)
+
+    def _report_dropped(self) -> None:
+        for app, count in list(self.dropped.items()):
+            if count:
+                self.dropped[app] = 0
+                self.notice(f"{count} output/request lines dropped: the runner fell behind", "warning", app)
 
     def emit(self, event: events.Event) -> None:
         for view in self.views:
@@ -119,7 +141,7 @@ class Runner:
             self.listeners.append(listener)
             env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
             launcher = self._launcher(app, listener, env)
-            sup = AppSupervisor(app, listener, env, self.emit, self.inbox.put,
+            sup = AppSupervisor(app, listener, env, self.emit, self.post_child,
                                 fallback=Fallback(app.name, listener),
                                 spawn=launcher.spawn if launcher else process.spawn,
                                 learn=launcher.learn if launcher else None)
@@ -153,6 +175,7 @@ class Runner:
             self._dispatch(item)
         for sup in self.supervisors.values():
             sup.tick()
+        self._report_dropped()
         if self.subreaper:
             process.reap_orphans()
 

@@ -201,3 +201,29 @@ def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, devrun: Callable[...,
         wait_for(lambda: not any(alive(k) for k in kids + descendants(term.pid)), 3, "no child left")
     finally:
         term.kill()
+
+
+def test_sigterm_gives_the_terminal_back(tmp_path: Path, devrun: Callable[..., object]) -> None:
+    import sys
+
+    port = free_port()
+    write(tmp_path / "app.py", "def app(e, s):\n    s('200 OK', []); return [b'x']\n")
+    write(tmp_path / "devrun.yaml", f"apps:\n  shown: {{app: 'app:app', port: {port}}}\n")
+    term = Pty([sys.executable, "-m", "devrun", "up"], tmp_path)
+    try:
+        wait_for(lambda: (term.pump(0.1), "ready" in term.text())[1], 30, "the dashboard")
+        os.kill(term.pid, signal.SIGTERM)
+        status = None
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            term.pump(0.1)
+            pid, status = os.waitpid(term.pid, os.WNOHANG)
+            if pid:
+                break
+        assert status is not None and os.waitstatus_to_exitcode(status) == 0
+        term.pump(0.2)
+        out = term.buf.decode(errors="replace")
+        assert out.rfind("\x1b[?1049l") > out.rfind("\x1b[?1049h")  # left the alternate screen last
+        assert not port_open(port)
+    finally:
+        term.kill()

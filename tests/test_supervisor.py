@@ -265,3 +265,25 @@ def test_go_is_given_after_go_wait_even_if_the_old_one_never_says_closed() -> No
     r.now += 0.6
     r.sup.tick()
     assert g2.signals == [signal.SIGUSR1]
+
+
+def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Path) -> None:
+    from devrun import runner as runner_module
+    from devrun.config import Config
+    from devrun.process import ChildExited, ChildOutput
+    from devrun.runner import Runner
+
+    app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000}), tmp_path)
+    r = Runner(Config(tmp_path / "devrun.yaml", {"web": app}), ["web"], [])
+    gen = FakeGen("web", 1, 10)
+    for i in range(runner_module.MAX_BACKLOG + 50):
+        r.post_child(ChildOutput(gen, f"line {i}"))  # type: ignore[arg-type]
+    r.post_child(ChildMessage(gen, {"type": "request", "method": "GET"}))  # type: ignore[arg-type]
+    r.post_child(ChildExited(gen, 0))  # type: ignore[arg-type]
+    assert r.inbox.qsize() == runner_module.MAX_BACKLOG + 1  # the exit is never dropped
+    assert r.dropped == {"web": 51}
+    seen: list[events.Event] = []
+    r.views = [type("V", (), {"handle": staticmethod(seen.append)})()]
+    r._report_dropped()
+    assert [e.text for e in seen if isinstance(e, events.Notice)] == [
+        "51 output/request lines dropped: the runner fell behind"]
