@@ -90,12 +90,14 @@ class Dashboard:
         self.pin = ""
         self.lock = threading.Lock()
         self.post: Callable[[object], None] = lambda item: None
+        self.version = 0  # bumped by every change: redraw only when something changed
 
     # -- the model (runner's main thread) ------------------------------------------------
 
     def handle(self, event: events.Event) -> None:
         with self.lock:
             self._update(event)
+            self.version += 1
 
     def _update(self, event: events.Event) -> None:
         view = self.apps.get(event.app)
@@ -143,6 +145,7 @@ class Dashboard:
     def key(self, key: str) -> None:
         with self.lock:
             command = self._command(key)
+            self.version += 1
         if command is not None:
             self.post(command)
 
@@ -259,7 +262,24 @@ class Dashboard:
             def __rich_console__(inner, console: Console, options: object):  # noqa: N805
                 yield self.render(console.size.width, console.size.height)
 
-        live = Live(Screen(), console=console, screen=True, auto_refresh=True, refresh_per_second=4,
+        live = Live(Screen(), console=console, screen=True, auto_refresh=False,
                     redirect_stdout=False, redirect_stderr=False)
+        stop = threading.Event()
+
+        def redraw() -> None:
+            # At most 4 frames a second, and only on a change; once a second for the clocks.
+            drawn, last = -1, 0.0
+            while not stop.wait(0.25):
+                now = time.monotonic()
+                if self.version != drawn or now - last >= 1.0:
+                    drawn, last = self.version, now
+                    live.refresh()
+
+        painter = threading.Thread(target=redraw, name="devrun-dashboard", daemon=True)
         with live, terminal.keys(self.key):
-            yield
+            painter.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                painter.join(timeout=1)

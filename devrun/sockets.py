@@ -24,6 +24,10 @@ def bind(host: str, port: int) -> socket.socket:
         # SO_REUSEADDR only lets us rebind over TIME_WAIT after a restart; never SO_REUSEPORT,
         # which would let two runners silently share (and split) one port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # pywsgi writes a response's head and body separately: without NODELAY (inherited by
+        # accepted connections) every keep-alive request after the first waits ~40 ms for a
+        # delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
     except OSError as exc:
