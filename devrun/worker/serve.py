@@ -63,6 +63,7 @@ class ReportingHandler(WSGIHandler):
 
     def handle(self) -> None:
         self.busy = False
+        self.served = 0
         self.live.add(self)
         try:
             super().handle()
@@ -78,6 +79,7 @@ class ReportingHandler(WSGIHandler):
             return super().handle_one_request()
         finally:
             self.busy = False
+            self.served += 1
 
     def start_response(self, status: Any, headers: Any, exc_info: Any = None) -> Any:
         if ReportingHandler.stopping:
@@ -114,13 +116,20 @@ def report_modules(reporter: Reporter, project_roots: list[str]) -> None:
     reporter.send("modules", names=chunk, last=True)
 
 
-def close_idle(handlers: set[ReportingHandler]) -> None:
+FIRST_REQUEST_GRACE = 1.0
+
+
+def close_idle(handlers: set[ReportingHandler], fresh: bool = False) -> None:
+    """Shut idle keep-alive connections, so browsers move to the new code at once. A connection
+    accepted just now whose first request is still on its way is not idle: it gets a moment to
+    arrive (then an answer with Connection: close) before it is shut too (fresh=True)."""
     for handler in list(handlers):
-        if not getattr(handler, "busy", False):
-            sock = getattr(handler, "socket", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        if getattr(handler, "busy", False) or (not fresh and getattr(handler, "served", 0) == 0):
+            continue
+        sock = getattr(handler, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def main() -> int:
@@ -185,6 +194,7 @@ def run(spec: dict[str, Any]) -> int:
         server.close()  # stop accepting: the next generation or the runner takes new connections
         reporter.send("closed")
         close_idle(live)
+        gevent.spawn_later(FIRST_REQUEST_GRACE, close_idle, live, True)
         server.stop(timeout=spec["graceful_timeout"])
         done.set()
 
