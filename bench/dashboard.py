@@ -59,10 +59,7 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import http.client
-import importlib.metadata
-import importlib.util
 import math
 import os
 import platform
@@ -83,6 +80,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchinfo import cpu_model, devrun_source, free_port, loadavg, nproc, package_versions
 
 APP_SOURCE = '''\
 BODY = b"ok\\n"
@@ -132,10 +131,6 @@ LOGGED_REQUEST = re.compile(r"^\S+\s*\| GET / 200 ", re.M)
 # -- processes ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -734,50 +729,15 @@ def notes(cases: list[Case], args: argparse.Namespace, text_on: str, raw_on: byt
     return "\n".join(lines)
 
 
-def devrun_source() -> str:
-    """The git commit of the devrun being measured (read-only git), or "" outside a checkout."""
-    spec = importlib.util.find_spec("devrun")
-    if spec is None or not spec.origin:
-        return ""
-    top = Path(spec.origin).resolve().parent.parent
-    if not (top / ".git").exists():
-        return ""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take index.lock: read only
-    try:
-        head = subprocess.run(["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, env=env).stdout.strip()
-        diff = subprocess.run(["git", "-C", str(top), "diff", "--no-ext-diff", "HEAD", "--", "devrun"],
-                              capture_output=True, timeout=10, env=env).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if head and diff:
-        return f"{head} (+ uncommitted changes to devrun/, diff sha1 {hashlib.sha1(diff).hexdigest()[:8]})"
-    return head
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return ""
 
 
 def machine(source: tuple[str, str], load: str) -> str:
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = package_versions(PACKAGES)
+    cpu = cpu_model()
     return "\n".join([
-        f"- machine: {platform.system()} {platform.release()}, nproc {nproc}" + (f", {cpu}" if cpu else "")
+        f"- machine: {platform.system()} {platform.release()}, nproc {nproc()}" + (f", {cpu}" if cpu else "")
         + (f", load average at start {load}" if load else ""),
         f"- Python {platform.python_version()} ({platform.python_implementation()})",
         "- " + ", ".join(versions),

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
 import http.client
 import importlib.metadata
 import importlib.util
@@ -74,6 +73,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions
 
 APP_SOURCE = '''\
 import time
@@ -144,10 +145,6 @@ LOAD_LEAD = 0.1  # the background client runs this long before each save
 # -- HTTP on loopback ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(port: int, path: str, timeout: float) -> tuple[int, str]:
@@ -219,19 +216,6 @@ class LoadClient(threading.Thread):
 # -- processes ----------------------------------------------------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(Exception):
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -607,54 +591,19 @@ def notes(runners: list[Runner], args: argparse.Namespace, floor: Floor) -> str:
     return "\n".join(lines)
 
 
-def devrun_source() -> str:
-    """The git commit of the devrun being measured (read-only git), or "" outside a checkout."""
-    spec = importlib.util.find_spec("devrun")
-    if spec is None or not spec.origin:
-        return ""
-    top = Path(spec.origin).resolve().parent.parent
-    if not (top / ".git").exists():
-        return ""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take index.lock: read only
-    try:
-        head = subprocess.run(["git", "-C", str(top), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, env=env).stdout.strip()
-        diff = subprocess.run(["git", "-C", str(top), "diff", "--no-ext-diff", "HEAD", "--", "devrun"],
-                              capture_output=True, timeout=10, env=env).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if head and diff:
-        return f"{head} (+ uncommitted changes to devrun/, diff sha1 {hashlib.sha1(diff).hexdigest()[:8]})"
-    return head
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return ""
 
 
 def machine(source: tuple[str, str], load: str) -> str:
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    versions = package_versions(PACKAGES)
+    cpu = cpu_model()
     gunicorn_engine = "inotify" if importlib.util.find_spec("inotify") else "polling every 1 s"
     has_watchdog = importlib.util.find_spec("watchdog") is not None
     werkzeug_engine = "watchdog" if has_watchdog else "stat polling every 1 s"
     hupper_engine = "watchdog" if has_watchdog else "polling every 1 s"
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return "\n".join([
-        f"- machine: {platform.system()} {platform.release()}, nproc {nproc}" + (f", {cpu}" if cpu else "")
+        f"- machine: {platform.system()} {platform.release()}, nproc {nproc()}" + (f", {cpu}" if cpu else "")
         + (f", load average at start {load}" if load else ""),
         f"- Python {platform.python_version()} ({platform.python_implementation()})",
         "- " + ", ".join(versions),

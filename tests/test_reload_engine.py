@@ -206,7 +206,8 @@ def test_crash_loop_backs_off_and_the_runner_answers_meanwhile(
     wait_for(lambda: version(port) == 5, 15, "the fixed app")
 
 
-def test_runner_killed_leaves_no_process_behind(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+def start_app_with_a_helper_process(tmp_path: Path, devrun: Callable[..., Devrun]) -> tuple[Devrun, int]:
+    """An app that spawns a process of its own at import; returns devrun and that pid."""
     port = free_port()
     write(tmp_path / "app.py", """
         import subprocess
@@ -219,9 +220,13 @@ def test_runner_killed_leaves_no_process_behind(tmp_path: Path, devrun: Callable
     write(tmp_path / "devrun.yaml", f"apps:\n  solo: {{app: 'app:app', port: {port}}}\n")
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: get(f"http://127.0.0.1:{port}/")[0] == 200, 30, "the app")
+    return d, int((tmp_path / "helper.pid").read_text())
+
+
+def test_runner_killed_leaves_no_process_behind(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    d, helper = start_app_with_a_helper_process(tmp_path, devrun)
     assert d.proc is not None
     kids = descendants(d.proc.pid)
-    helper = int((tmp_path / "helper.pid").read_text())
     assert helper in kids and len(kids) >= 2
     os.kill(d.proc.pid, signal.SIGKILL)
     d.proc.wait(5)
@@ -229,19 +234,7 @@ def test_runner_killed_leaves_no_process_behind(tmp_path: Path, devrun: Callable
 
 
 def test_stopping_stops_what_the_app_spawned(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = free_port()
-    write(tmp_path / "app.py", """
-        import subprocess
-        helper = subprocess.Popen(['sleep', '300'])
-        open('helper.pid', 'w').write(str(helper.pid))
-        def app(environ, start_response):
-            start_response('200 OK', [])
-            return [b'ok']
-    """)
-    write(tmp_path / "devrun.yaml", f"apps:\n  solo: {{app: 'app:app', port: {port}}}\n")
-    d = devrun("up", "--no-dashboard", cwd=tmp_path)
-    wait_for(lambda: get(f"http://127.0.0.1:{port}/")[0] == 200, 30, "the app")
-    helper = int((tmp_path / "helper.pid").read_text())
+    d, helper = start_app_with_a_helper_process(tmp_path, devrun)
     assert d.interrupt() == 0
     wait_for(lambda: not alive(helper), 3, "the app's helper process to stop")
 
