@@ -84,7 +84,6 @@ class Generation:
     number: int
     proc: Child
     started: float = field(default_factory=time.monotonic)
-    ready: bool = False
     retired: bool = False  # told to stop: its exit is expected
     kill_at: float | None = None
     exited: bool = False

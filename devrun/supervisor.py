@@ -112,17 +112,20 @@ class AppSupervisor:
         self._launch()
 
     def reload(self, paths: tuple[str, ...]) -> None:
+        """Files changed: reload, unless git is rewriting the tree (then once, when it is done)."""
         if self.stopping:
             return
-        if self.busy() and (self.held_until is None or self.clock() < self.held_until):
-            # Mid-checkout the tree is half old, half new: reload once, when git is done.
+        if self.busy():
             if self.held_until is None:
                 self.held_until = self.clock() + GIT_LOCK_WAIT
-            self.held.update(dict.fromkeys(paths))
-            return
-        if self.held:
-            paths = tuple({**self.held, **dict.fromkeys(paths)})
-            self.held.clear()
+            if self.clock() < self.held_until:
+                self.held.update(dict.fromkeys(paths))
+                return
+        self._reload_now(paths)
+
+    def _reload_now(self, paths: tuple[str, ...]) -> None:
+        paths = tuple({**self.held, **dict.fromkeys(paths)})
+        self.held.clear()
         self.held_until = None
         self.reloads += 1
         self.failures = 0  # a change is a new attempt, not part of a crash loop
@@ -131,8 +134,9 @@ class AppSupervisor:
         self._launch()
 
     def restart(self) -> None:
-        """A restart asked for by the user (dashboard key, control command)."""
-        self.reload(())
+        """A restart asked for by the user (dashboard key, control command): at once."""
+        if not self.stopping:
+            self._reload_now(())
 
     def stop(self) -> None:
         self.stopping = True
@@ -160,8 +164,7 @@ class AppSupervisor:
             self.restart_at = None
             self._launch()
         if self.held and (not self.busy() or (self.held_until is not None and now >= self.held_until)):
-            self.held_until = self.clock()  # let reload() through
-            self.reload(())
+            self._reload_now(())
         self._maybe_go()
         pending = self.pending
         if (pending is not None and self.current is None and now - pending.started >= SLOW_START
@@ -195,7 +198,6 @@ class AppSupervisor:
             gen.closed = True
             self._maybe_go()
         elif kind in ("ready", "failed") and gen in (self.pending, self.current):
-            gen.ready = True
             if gen is self.pending:  # a child that skipped "loaded"
                 self._promote(gen)
                 gen.going = True

@@ -21,7 +21,6 @@ class FakeGen:
     number: int
     pid: int
     started: float = 0.0
-    ready: bool = False
     retired: bool = False
     kill_at: float | None = None
     exited: bool = False
