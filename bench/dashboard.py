@@ -81,7 +81,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchinfo import cpu_model, devrun_source, free_port, loadavg, nproc, package_versions
+from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions
 
 APP_SOURCE = '''\
 BODY = b"ok\\n"
@@ -152,17 +152,6 @@ def start_time(pid: int) -> str | None:
     return None if fields is None else fields[19]
 
 
-def descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and (fields := stat_fields(int(d.name))) is not None:
-            kids.setdefault(int(fields[1]), []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
 
 
 class PtyDrain(threading.Thread):
