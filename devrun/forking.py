@@ -89,7 +89,10 @@ class ForkServer:
             readable, _, _ = select.select([self.sock], [], [], timeout)
             if not readable:
                 return None
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:  # reset: the server died with our request unread
+                chunk = b""
             if not chunk:
                 self.state = "gone"
                 raise ForkServerGone("the fork server exited")
