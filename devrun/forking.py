@@ -58,7 +58,9 @@ class ForkServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
                 stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), listener.fileno(), process.lifeline_fd()),
+                # Not the listener: it comes with each fork request, so a fork server never
+                # holds the app's port (one outliving the runner would keep it answering).
+                pass_fds=(theirs.fileno(), process.lifeline_fd()),
                 start_new_session=True,
             )
         finally:
@@ -123,7 +125,7 @@ class ForkServer:
         out_r, out_w = os.pipe()
         try:
             spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
-            self._send({"fork": spec}, [event_w, out_w])
+            self._send({"fork": spec}, [event_w, out_w, listener.fileno()])
         except ForkServerGone:
             for fd in (event_r, out_r):
                 os.close(fd)
@@ -147,10 +149,17 @@ class ForkServer:
         return process.watch(Generation(self.app.name, number, child), event_r, post)
 
     def close(self) -> None:
-        """Retire it: it exits when its socket closes; its generations live on."""
+        """Retire it. Its generations live on (each leads its own session); the server itself
+        holds nothing worth a graceful exit, and may be deep in preloading, so it is killed."""
         self.state = "gone"
         with contextlib.suppress(OSError):
             self.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    def wait(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
 
 
 class ForkLauncher:
@@ -209,9 +218,11 @@ class ForkLauncher:
         self.next = ForkServer(self.app, self.listener, self.env, learned)
 
     def close(self) -> None:
+        """Stop its servers and wait for them: none may outlive the runner."""
         for server in (self.server, self.next):
             if server is not None:
                 server.close()
+                server.wait(2.0)
 
     def _promote_next(self) -> None:
         if self.next is not None and self.next.poll() in ("ready", "tainted", "gone"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -45,11 +46,15 @@ def cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def forkserver_pids(runner: int) -> list[int]:
+def forkserver_pids(d: Devrun) -> list[int]:
+    """The runner's children that are fork servers: forked generations carry the same command
+    line, so those the runner named as generations are left out."""
     from tests.helpers import descendants
 
-    return [p for p in descendants(runner) if "--forkserver" in cmdline(p) and
-            int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == runner]
+    assert d.proc is not None
+    generations = {int(pid) for pid in re.findall(r"\(pid (\d+), generation", d.output)}
+    return [p for p in descendants(d.proc.pid) if "--forkserver" in cmdline(p) and p not in generations and
+            int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == d.proc.pid]
 
 
 def reload_to(tmp: Path, port: int, version: int, extra_import: str = "") -> str:
@@ -99,8 +104,7 @@ def test_a_dead_fork_server_is_survived(tmp_path: Path, devrun: Callable[..., De
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
     version, _ = wait_forked(tmp_path, port, 1)
-    assert d.proc is not None
-    for pid in forkserver_pids(d.proc.pid):
+    for pid in forkserver_pids(d):
         os.kill(pid, signal.SIGKILL)
     reload_to(tmp_path, port, version + 1)  # spawned, with a notice
     d.wait_line(lambda ln: "fork server died" in ln, 10)
@@ -126,3 +130,37 @@ def test_a_changed_preloaded_module_restarts_the_fork_server(tmp_path: Path, dev
     text = reload_to(app_dir, port, version + 1)
     assert "ext-2" in text, text  # never the stale preloaded copy
     d.wait_line(lambda ln: "extlib.py changed; restarting" in ln, 5)
+
+
+def listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on 127.0.0.1:port, from /proc/net/tcp."""
+    hexport = f"{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{hexport}") and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(fields[9])
+    return inodes
+
+
+def holds_socket(pid: int, inodes: set[str]) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.readlink(fd).removeprefix("socket:[").rstrip("]") in inodes for fd in fds.iterdir()
+               if os.readlink(fd).startswith("socket:"))
+
+
+def test_the_fork_server_never_holds_the_port_and_stops_with_the_runner(
+        tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = setup(tmp_path)
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    wait_forked(tmp_path, port, 1)
+    servers = forkserver_pids(d)
+    assert servers
+    # One that outlived the runner would keep the port accepting connections nobody answers.
+    inodes = listening_inodes(port)
+    assert inodes and not any(holds_socket(pid, inodes) for pid in servers)
+    assert d.interrupt() == 0
+    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in
+                   Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1] for pid in servers)
+    assert not listening_inodes(port)

@@ -5,7 +5,8 @@ pays only for the project's own imports.
 Protocol over a Unix socket with the runner, one JSON line each way:
   runner -> {"preload": [...], "project_roots": [...]}
   server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name}
-  runner -> {"fork": spec} with the generation's event and output pipes as SCM_RIGHTS fds
+  runner -> {"fork": spec} with the generation's event and output pipes and the app's listening
+            socket as SCM_RIGHTS fds (the server itself never keeps the listener)
   server -> {"pid": pid} or {"stale": path}
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
@@ -136,7 +137,8 @@ def main() -> int:
 
 def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
     """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
-    event_fd, output_fd = fds
+    event_fd, output_fd, listen_fd = fds
+    spec = {**spec, "listen_fd": listen_fd}  # the runner's fd number means nothing here
     sys.stdout.flush()
     sys.stderr.flush()
     read_pid, write_pid = os.pipe()
