@@ -45,6 +45,20 @@ class DebugConfig(_Strict):
     )
 
 
+class LiveReloadConfig(_Strict):
+    enabled: bool | None = Field(
+        None, description="Refresh open browser pages once new code is ready; default: the app's debug.enabled."
+    )
+    watch: list[Glob] = Field(
+        default_factory=lambda: ["**/templates/**", "**/static/**"],
+        description="Gitignore-style globs, relative to cwd, whose changes refresh the browser without a "
+        "restart (a *.css change swaps stylesheets in place).",
+    )
+    allow_remote: bool = Field(
+        False, description="Allow live reload on a host other than loopback (also allowed by debug.allow_remote)."
+    )
+
+
 class BackoffConfig(_Strict):
     initial: float = Field(0.5, gt=0, le=60, description="Seconds before the first restart of a crashed app.")
     max: float = Field(10.0, gt=0, le=600, description="The longest wait between restarts of a crash loop.")
@@ -133,6 +147,13 @@ class AppConfig(_Strict):
         default_factory=BackoffConfig, description="Restart delays of a crashing app: doubling from initial to max."
     )
     debug: DebugConfig = Field(default_factory=DebugConfig)
+    live_reload: LiveReloadConfig = Field(default_factory=LiveReloadConfig)
+
+    @property
+    def live(self) -> bool:
+        """Is live reload on (explicitly, or following debug mode)?"""
+        enabled = self.live_reload.enabled
+        return self.debug.enabled if enabled is None else enabled
 
     @field_validator("app")
     @classmethod
@@ -341,6 +362,13 @@ def _cross_checks(doc: Document, apps: dict[str, App]) -> list[Problem]:
             problems.append(_at(doc, ("apps", name, "host"),
                                 f"debug mode on {cfg.host!r} would let anyone who reaches it run code; "
                                 "use host 127.0.0.1, or set `debug.allow_remote: true` if you mean it"))
+        # With debug on, the debugger's own error above says it; its allow_remote covers both.
+        if (cfg.live and not cfg.debug.enabled and not is_loopback(cfg.host)
+                and not cfg.live_reload.allow_remote):
+            problems.append(_at(doc, ("apps", name, "host"),
+                                f"live reload on {cfg.host!r} would inject its script for anyone who reaches "
+                                "the app; use host 127.0.0.1, set `live_reload.allow_remote: true` if you "
+                                "mean it, or `live_reload.enabled: false`"))
         if cfg.debug.enabled and not cfg.debug.pin and not is_loopback(cfg.host):
             problems.append(_at(doc, ("apps", name, "debug", "pin"),
                                 "the debugger PIN cannot be turned off on a non-loopback host"))
@@ -387,7 +415,8 @@ def _model_at(loc: KeyPath) -> type[BaseModel] | None:
     if len(app_loc) == 1:
         return AppConfig
     if len(app_loc) == 2:
-        return {"debug": DebugConfig, "env_file": EnvFileConfig, "backoff": BackoffConfig}.get(str(app_loc[0]))
+        return {"debug": DebugConfig, "env_file": EnvFileConfig, "backoff": BackoffConfig,
+                "live_reload": LiveReloadConfig}.get(str(app_loc[0]))
     return None
 
 

@@ -44,6 +44,8 @@ class AppView:
     reloads: int = 0
     cause: tuple[str, ...] = ()
     cause_at: float | None = None
+    cause_live: bool = False  # the last change only refreshed the browser
+    pages: int | None = None  # connected for live reload; None until the app says
     error: str = ""
     traceback: str = ""
     requests: deque[events.Request] = field(default_factory=lambda: deque(maxlen=200))
@@ -132,7 +134,11 @@ class Dashboard:
                 view.error = view.traceback = ""  # new code: the old error is history
             case events.Reloading(paths=paths):
                 view.reloads += 1
-                view.cause, view.cause_at = paths, event.at
+                view.cause, view.cause_at, view.cause_live = paths, event.at, False
+            case events.Refreshing(paths=paths):
+                view.cause, view.cause_at, view.cause_live = paths, event.at, True
+            case events.Pages(count=count):
+                view.pages = count
             case events.AppFailed(pid=pid, summary=summary, traceback=tb):
                 view.pid, view.up_since = pid, event.at
                 view.error, view.traceback = clean(summary), tb
@@ -189,6 +195,9 @@ class Dashboard:
         if not narrow:
             table.add_column("req/s", no_wrap=True, justify="right")
             table.add_column("codes", no_wrap=True)
+        live = not narrow and any(v.pages is not None for v in self.apps.values())
+        if live:
+            table.add_column("pages", no_wrap=True, justify="right")  # open in a browser, live reload
         for i, name in enumerate(self.order):
             view = self.apps[name]
             style = "reverse" if i == self.selected else ""
@@ -197,7 +206,8 @@ class Dashboard:
                 note = Text(view.error, style="red")
             elif view.cause_at is not None:
                 what = ", ".join(view.cause[:3]) + (f" +{len(view.cause) - 3}" if len(view.cause) > 3 else "")
-                note = Text(f"{what or 'restart'} ({ago(now - view.cause_at)} ago)")
+                how = "browser refreshed, " if view.cause_live else ""
+                note = Text(f"{what or 'restart'} ({how}{ago(now - view.cause_at)} ago)")
             else:
                 note = Text("")
             row: list[RenderableType] = [Text(str(i + 1), style=style), Text(name, style=style), state,
@@ -208,6 +218,8 @@ class Dashboard:
             if not narrow:
                 codes = " ".join(r.status for r in list(view.requests)[-3:])
                 row += [Text(f"{view.rate(now):.1f}"), Text(codes)]
+            if live:
+                row.append(Text("-" if view.pages is None else str(view.pages)))
             table.add_row(*row)
 
         header = Text.assemble(("devrun", "bold"), f"  {len(self.order)} app(s)",

@@ -82,6 +82,29 @@ class Reloading(Event):
 
 
 @dataclass(frozen=True)
+class Refreshing(Event):
+    """Files only live reload watches changed: the open pages are told, the app keeps running."""
+
+    paths: tuple[str, ...]
+    css: bool  # stylesheets only: swapped in place, no navigation
+
+
+@dataclass(frozen=True)
+class Refreshed(Event):
+    """The app's open pages were told to reload (`reload`) or to swap their stylesheets (`css`)."""
+
+    pages: int
+    how: str
+
+
+@dataclass(frozen=True)
+class Pages(Event):
+    """How many browser pages of the app are connected for live reload."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class StateChanged(Event):
     """The supervisor's state of an app: starting, ready, reloading, error, crashed,
     backing off, stopped."""

@@ -14,6 +14,13 @@ import select
 import socket
 import threading
 
+from devrun.worker.livereload import EVENTS_PATH, sse
+
+# A page with live reload that reconnects meanwhile is told to reload: onto this page, which
+# says what is wrong and reloads itself until the app is back.
+EVENTS_REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                b"Connection: close\r\n\r\n" + sse("hello", {"generation": ""}))
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="1">
 <title>devrun: {name} {title}</title>
@@ -116,7 +123,9 @@ def _reply(conn: socket.socket, response: bytes) -> None:
                 if not chunk:
                     break
                 data += chunk
-        if data.startswith(b"HEAD "):
+        if data.startswith(f"GET {EVENTS_PATH}".encode()):
+            response = EVENTS_REPLY
+        elif data.startswith(b"HEAD "):
             response = response.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
         with contextlib.suppress(OSError):
             conn.sendall(response)

@@ -123,30 +123,32 @@ class ForkServer:
     def fork(self, number: int, listener: socket.socket, post: Post) -> Generation:
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
+        control_r, control_w = process.control_pipe()
         try:
             spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
-            self._send({"fork": spec}, [event_w, out_w, listener.fileno()])
+            self._send({"fork": spec}, [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
-            for fd in (event_r, out_r):
+            for fd in (event_r, out_r, control_w):
                 os.close(fd)
             raise
         finally:
             os.close(event_w)
             os.close(out_w)
+            os.close(control_r)
         try:
             reply = self._reply(FORK_TIMEOUT)
         except (ForkServerGone, ValueError):
             reply = None
         if reply is None or "pid" not in reply:
-            os.close(event_r)
-            os.close(out_r)
+            for fd in (event_r, out_r, control_w):
+                os.close(fd)
             if reply is not None and "stale" in reply:
                 self.state = "gone"
                 raise Stale(str(reply["stale"]))
             self.state = "gone"
             raise ForkServerGone("no answer from the fork server")
         child = ForkedChild(int(reply["pid"]), out_r)  # type: ignore[arg-type]
-        return process.watch(Generation(self.app.name, number, child), event_r, post)
+        return process.watch(Generation(self.app.name, number, child, control=control_w), event_r, post)
 
     def close(self) -> None:
         """Retire it. Its generations live on (each leads its own session); the server itself

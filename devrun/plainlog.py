@@ -27,6 +27,11 @@ def clean(line: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
 
 
+def _paths(paths: tuple[str, ...]) -> str:
+    shown = ", ".join(clean(p) for p in paths[:5])
+    return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+
 def describe(event: events.Event) -> Text | None:
     """One event as one line of text (without the app prefix); None for events not shown."""
     match event:
@@ -35,10 +40,14 @@ def describe(event: events.Event) -> Text | None:
         case events.Ready(url=url, pid=pid, ms=ms):
             return Text(f"ready {url} (pid {pid}, {ms:.0f} ms)", style="green")
         case events.Reloading(paths=paths):
-            shown = ", ".join(clean(p) for p in paths[:5])
-            if len(paths) > 5:
-                shown += f" and {len(paths) - 5} more"
-            return Text(f"reload ({shown})" if paths else "restart (asked for)", style="yellow")
+            return Text(f"reload ({_paths(paths)})" if paths else "restart (asked for)", style="yellow")
+        case events.Refreshing(paths=paths, css=css):
+            return Text(f"{'swap stylesheets' if css else 'refresh pages'} ({_paths(paths)})", style="yellow")
+        case events.Refreshed(pages=n, how=how):
+            what = "swapped stylesheets in" if how == "css" else "refreshed"
+            return Text(f"{what} {n} page{'s' if n != 1 else ''}", style="cyan")
+        case events.Pages(count=n):
+            return Text(f"live reload: {n} page{'s' if n != 1 else ''} connected", style="dim")
         case events.Exited(returncode=rc, pid=pid, expected=expected):
             if expected and rc in (0, -signal.SIGTERM):
                 return Text(f"stopped (pid {pid})", style="dim")

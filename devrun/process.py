@@ -90,6 +90,7 @@ class Generation:
     closed: bool = False  # stopped accepting (told us so, or exited)
     going: bool = False  # told to start accepting
     go_at: float | None = None  # at the latest, even if the previous one never said closed
+    control: int | None = None  # write end of the pipe the child reads our messages from
 
     @property
     def pid(self) -> int:
@@ -111,6 +112,22 @@ class Generation:
     def kill(self) -> None:
         self.retired = True
         self.signal_group(signal.SIGKILL)
+
+    def tell(self, message: dict[str, object]) -> bool:
+        """Send the child a message; never blocks (a child too busy to read misses it)."""
+        if self.control is None or self.exited:
+            return False
+        try:
+            os.write(self.control, json.dumps(message).encode() + b"\n")
+        except (BlockingIOError, BrokenPipeError, OSError):
+            return False
+        return True
+
+    def close_control(self) -> None:
+        fd, self.control = self.control, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def go(self) -> None:
         """Let a loaded generation start accepting connections."""
@@ -177,7 +194,15 @@ def generation_spec(app: App, number: int, listener: socket.socket) -> dict[str,
         "graceful_timeout": cfg.graceful_timeout,
         "debug": cfg.debug.model_dump(),
         "watch_roots": Matcher(app.root, cfg.watch).roots,  # the project: never preloaded
+        "live": cfg.live,
     }
+
+
+def control_pipe() -> tuple[int, int]:
+    """(read end for the child, write end for the runner, non-blocking)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
 
 
 def child_environment(app: App, env: dict[str, str]) -> dict[str, str]:
@@ -189,7 +214,9 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
           report_modules: bool = False) -> Generation:
     """A generation as a fresh interpreter (the `reload: spawn` path)."""
     read_fd, write_fd = os.pipe()
-    spec = {**generation_spec(app, number, listener), "event_fd": write_fd, "report_modules": report_modules}
+    control_r, control_w = control_pipe()
+    spec = {**generation_spec(app, number, listener), "event_fd": write_fd, "control_fd": control_r,
+            "report_modules": report_modules}
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "devrun.worker"],
@@ -198,12 +225,16 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            pass_fds=(listener.fileno(), write_fd, lifeline_fd()),
+            pass_fds=(listener.fileno(), write_fd, control_r, lifeline_fd()),
             start_new_session=True,  # a terminal's Ctrl-C reaches only the runner
         )
+    except BaseException:
+        os.close(control_w)
+        raise
     finally:
         os.close(write_fd)
-    return watch(Generation(app.name, number, proc), read_fd, post)
+        os.close(control_r)
+    return watch(Generation(app.name, number, proc, control=control_w), read_fd, post)
 
 
 def watch(gen: Generation, read_fd: int, post: Post) -> Generation:
@@ -241,6 +272,7 @@ def _reap(gen: Generation, post: Post, readers: tuple[threading.Thread, ...]) ->
     # The exit is decided by waitpid, never by the pipes closing: a grandchild may hold them.
     returncode = gen.proc.wait()
     known_pids.discard(gen.pid)
+    gen.close_control()
     for reader in readers:  # let the last lines before a crash arrive before the exit does
         reader.join(timeout=0.5)
     post(ChildExited(gen, returncode))

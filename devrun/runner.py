@@ -23,7 +23,7 @@ from devrun.forking import ForkLauncher
 from devrun.patterns import Matcher
 from devrun.process import ChildMessage, ChildOutput
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
-from devrun.watcher import Watcher
+from devrun.watcher import Batch, Watcher
 
 TICK = 0.1
 # Items waiting for the main thread beyond which child output and request lines are dropped.
@@ -37,7 +37,7 @@ class View(Protocol):
 @dataclass(frozen=True)
 class FilesChanged:
     app: str
-    paths: tuple[str, ...]
+    batch: Batch
 
 
 def new_pin() -> str:
@@ -91,7 +91,7 @@ class Runner:
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        watcher = Watcher(lambda app, paths: self.inbox.put(FilesChanged(app, paths)),
+        watcher = Watcher(lambda app, batch: self.inbox.put(FilesChanged(app, batch)),
                           lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
             with contextlib.ExitStack() as screens:
@@ -127,6 +127,9 @@ class Runner:
             if cfg.debug.enabled and cfg.debug.allow_remote and not is_loopback(cfg.host):
                 self.notice(f"WARNING: the debugger on {cfg.host}:{cfg.port} lets anyone who can "
                             "reach it run code on this machine (debug.allow_remote is on)", "warning", app.name)
+            if cfg.live and not is_loopback(cfg.host):
+                self.notice(f"WARNING: live reload on {cfg.host}:{cfg.port} is reachable from other machines "
+                            "(allow_remote is on)", "warning", app.name)
             if cfg.debug.enabled and not cfg.debug.pin:
                 self.notice("debugger PIN is off: any local user can run code through the console",
                             "warning", app.name)
@@ -148,7 +151,9 @@ class Runner:
             if launcher:
                 self.launchers.append(launcher)
             self.supervisors[app.name] = sup
-            watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay)
+            live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore) if cfg.live else None
+            watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay,
+                        live)
         for sup in self.supervisors.values():
             sup.start()
 
@@ -193,8 +198,10 @@ class Runner:
             return
         if isinstance(item, FilesChanged):
             sup = self.supervisors.get(item.app)
-            if sup is not None:
-                sup.reload(item.paths)
+            if sup is not None and item.batch.code:  # a restart refreshes the pages as well
+                sup.reload(item.batch.code + item.batch.live)
+            elif sup is not None:
+                sup.refresh(item.batch.live)
             return
         gen = getattr(item, "generation", None)
         if gen is not None and gen.app in self.supervisors:

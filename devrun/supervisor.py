@@ -133,6 +133,16 @@ class AppSupervisor:
         self.emit(events.Reloading(self.name, paths))
         self._launch()
 
+    def refresh(self, paths: tuple[str, ...]) -> None:
+        """Only live-reload files changed: tell the open pages, keep the process. While a new
+        generation is on its way there is nothing to do: its pages reload when it is ready."""
+        gen = self.current
+        if self.stopping or self.pending is not None or gen is None or not gen.going:
+            return
+        css = all(p.lower().endswith(".css") for p in paths)
+        self.emit(events.Refreshing(self.name, paths, css))
+        gen.tell({"live": "css" if css else "reload", "paths": list(paths)})
+
     def restart(self) -> None:
         """A restart asked for by the user (dashboard key, control command): at once."""
         if not self.stopping:
@@ -216,6 +226,10 @@ class AppSupervisor:
             names = msg.get("names")
             if isinstance(names, list):
                 self.learn([str(n) for n in names], bool(msg.get("last")))
+        elif kind == "pages" and gen is self.current:
+            self.emit(events.Pages(self.name, int(msg.get("count", 0))))
+        elif kind == "refreshed" and gen is self.current and int(msg.get("pages", 0)) > 0:
+            self.emit(events.Refreshed(self.name, int(msg["pages"]), str(msg.get("how", "reload"))))
         elif kind == "dropped":
             self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
                                     "warning"))

@@ -1,8 +1,10 @@
 """File events -> filter -> debounce -> one batch of changed paths per app.
 
-Knows nothing about processes: it calls ``on_batch(app_name, paths)`` from its own thread
+Knows nothing about processes: it calls ``on_batch(app_name, batch)`` from its own thread
 after an app's files have been quiet for its ``reload_delay`` (and at the latest
-``MAX_WAIT`` after the first change of a steady stream).
+``MAX_WAIT`` after the first change of a steady stream). A batch holds the changed files the
+app's ``watch`` matches (code: a restart) and, apart, those only its ``live_reload.watch``
+matches (the browser refreshes, the process stays).
 """
 
 from __future__ import annotations
@@ -42,14 +44,24 @@ CHANGE_EVENTS = frozenset({
 MAX_WAIT = 1.0
 POLL_INTERVAL = 0.5
 
-OnBatch = Callable[[str, tuple[str, ...]], None]
+@dataclass(frozen=True)
+class Batch:
+    code: tuple[str, ...] = ()  # restart the app
+    live: tuple[str, ...] = ()  # refresh the browser only
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return self.code + self.live
+
+
+OnBatch = Callable[[str, Batch], None]
 
 
 @dataclass
 class _Pending:
     first: float
     last: float
-    paths: dict[str, None] = field(default_factory=dict)  # ordered set
+    paths: dict[str, bool] = field(default_factory=dict)  # ordered: path -> code (else live)
 
 
 class Debouncer:
@@ -64,23 +76,24 @@ class Debouncer:
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="devrun-debounce", daemon=True)
 
-    def add(self, key: str, path: str) -> None:
+    def add(self, key: str, path: str, code: bool = True) -> None:
         now = self.clock()
         with self.cond:
             entry = self.pending.get(key)
             if entry is None:
                 entry = self.pending[key] = _Pending(now, now)
             entry.last = now
-            entry.paths[path] = None
+            entry.paths[path] = entry.paths.get(path, False) or code
             self.cond.notify()
 
-    def due(self, now: float) -> list[tuple[str, tuple[str, ...]]]:
+    def due(self, now: float) -> list[tuple[str, Batch]]:
         """Pop and return the batches whose quiet period has passed (call with cond held)."""
         out = []
         for key, entry in list(self.pending.items()):
             if now >= self._deadline(key, entry):
                 del self.pending[key]
-                out.append((key, tuple(entry.paths)))
+                out.append((key, Batch(tuple(p for p, code in entry.paths.items() if code),
+                                       tuple(p for p, code in entry.paths.items() if not code))))
         return out
 
     def _deadline(self, key: str, entry: _Pending) -> float:
@@ -99,9 +112,9 @@ class Debouncer:
                     self.cond.wait(timeout=min(waits) if waits else None)
                 if self.closed:
                     return
-            for key, paths in ready:
+            for key, batch in ready:
                 try:
-                    self.on_batch(key, paths)
+                    self.on_batch(key, batch)
                 except Exception:  # a failing consumer must not stop change detection
                     log.exception("change handler failed")
 
@@ -118,10 +131,11 @@ class _AppWatch(FileSystemEventHandler):
     """One app's watches: a non-recursive watch per kept folder, so ignored folders
     (node_modules, .venv, .git, ...) are never walked and never cost an inotify watch."""
 
-    def __init__(self, watcher: Watcher, name: str, matcher: Matcher):
+    def __init__(self, watcher: Watcher, name: str, matcher: Matcher, live: Matcher | None = None):
         self.watcher = watcher
         self.name = name
         self.matcher = matcher
+        self.live = live
         self.watches: dict[str, ObservedWatch] = {}
         self.polling = False
 
@@ -151,9 +165,24 @@ class _AppWatch(FileSystemEventHandler):
             if not path:
                 continue
             if os.path.basename(path) == ".gitignore":
-                self.matcher.forget_gitignore(os.path.dirname(path))
-            if self.matcher.matches(path):
-                self.watcher.debouncer.add(self.name, self.matcher.label(path))
+                for matcher in self.matchers:
+                    matcher.forget_gitignore(os.path.dirname(path))
+            self.changed(path)
+
+    @property
+    def matchers(self) -> tuple[Matcher, ...]:
+        return (self.matcher,) if self.live is None else (self.matcher, self.live)
+
+    def changed(self, path: str) -> None:
+        # A file both globs match is code: the restart refreshes the browser as well.
+        if self.matcher.matches(path):
+            self.watcher.debouncer.add(self.name, self.matcher.label(path))
+        elif self.live is not None and self.live.matches(path):
+            self.watcher.debouncer.add(self.name, self.live.label(path), code=False)
+
+    @property
+    def roots(self) -> list[str]:
+        return list(dict.fromkeys(root for matcher in self.matchers for root in matcher.roots))
 
     # -- watches ---------------------------------------------------------------------------
 
@@ -183,8 +212,8 @@ class _AppWatch(FileSystemEventHandler):
                 if is_dir:
                     if not self.matcher.is_ignored_dir(entry.path):
                         stack.append(entry.path)
-                elif scan and self.matcher.matches(entry.path):
-                    self.watcher.debouncer.add(self.name, self.matcher.label(entry.path))
+                elif scan:
+                    self.changed(entry.path)
 
     def unwatch_tree(self, top: str) -> None:
         for folder in [f for f in self.watches if f == top or f.startswith(top + os.sep)]:
@@ -207,11 +236,13 @@ class Watcher:
         self.apps: dict[str, _AppWatch] = {}
         self.lock = threading.RLock()
 
-    def add(self, name: str, matcher: Matcher, delay: float) -> None:
+    def add(self, name: str, matcher: Matcher, delay: float, live: Matcher | None = None) -> None:
+        """Watch an app: `matcher` for its code, `live` (if any) for files that only refresh
+        the browser. Both share the app's ignores, so the folders walked are the same."""
         self.debouncer.delays[name] = delay
-        app = self.apps[name] = _AppWatch(self, name, matcher)
+        app = self.apps[name] = _AppWatch(self, name, matcher, live)
         with self.lock:
-            for root in matcher.roots:
+            for root in app.roots:
                 if not os.path.isdir(root):
                     self.on_notice(name, f"not watching {root}: no such folder")
                     continue
@@ -243,7 +274,7 @@ class Watcher:
             if self.poller is None:
                 self.poller = PollingObserver(timeout=POLL_INTERVAL)
                 self.poller.start()
-            for root in app.matcher.roots:
+            for root in app.roots:
                 if os.path.isdir(root):
                     self.poller.schedule(app, root, recursive=True)
         self.on_notice(app.name, "out of inotify watches, falling back to polling (slower); raise the limit "

@@ -959,3 +959,48 @@ def test_regression_env_value_of_wrong_type_is_reported_four_times_with_union_ta
             env: {X: [1, 2]}
     """)
     assert [p.path for p in found] == ["apps.web.env.X"]
+
+
+def test_live_reload_follows_debug_unless_set(tmp_path: Path) -> None:
+    cfg = load(tmp_path, """
+        defaults:
+          debug: {enabled: true}
+        apps:
+          a: {app: web:app, port: 5000}
+          b: {app: web:app, port: 5001, live_reload: {enabled: false}}
+          c: {app: web:app, port: 5002, debug: {enabled: false}}
+          d: {app: web:app, port: 5003, debug: {enabled: false}, live_reload: {enabled: true}}
+    """)
+    assert [cfg.apps[n].config.live for n in "abcd"] == [True, False, False, True]
+    assert cfg.apps["a"].config.live_reload.watch == ["**/templates/**", "**/static/**"]
+
+
+def test_live_reload_watch_globs_are_checked_per_item(tmp_path: Path) -> None:
+    p = only(problems(tmp_path, """
+        apps:
+          web: {app: web:app, port: 5000, live_reload: {watch: ["**/*.html", "[oops"]}}
+    """))
+    assert p.path == "apps.web.live_reload.watch[1]"
+
+
+def test_live_reload_needs_allow_remote_off_loopback(tmp_path: Path) -> None:
+    p = only(problems(tmp_path, """
+        apps:
+          web: {app: web:app, port: 5000, host: 0.0.0.0, live_reload: {enabled: true}}
+    """))
+    assert p.path == "apps.web.host"
+    assert "live_reload.allow_remote" in p.message and "live_reload.enabled: false" in p.message
+    cfg = load(tmp_path, """
+        apps:
+          web: {app: web:app, port: 5000, host: 0.0.0.0, live_reload: {enabled: true, allow_remote: true}}
+          api: {app: web:app, port: 5001, host: 0.0.0.0, debug: {enabled: true, allow_remote: true}}
+    """)
+    assert cfg.apps["web"].config.live and cfg.apps["api"].config.live
+
+
+def test_a_misspelt_live_reload_key_suggests_the_right_one(tmp_path: Path) -> None:
+    p = only(problems(tmp_path, """
+        apps:
+          web: {app: web:app, port: 5000, live_reload: {enable: true}}
+    """))
+    assert "enabled" in p.message

@@ -1,4 +1,4 @@
-"""The live-reload middleware (groundwork): what it injects, and what it leaves byte for byte."""
+"""Live reload in the child: what the middleware injects and leaves byte for byte, its reserved paths, the hub."""
 
 from __future__ import annotations
 
@@ -6,12 +6,36 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import gevent
 import pytest
+from gevent.queue import Queue
 from werkzeug.test import Client
 
-from devrun.worker.livereload import EVENTS_PATH, SCRIPT_PATH, LiveReload, inject, script_tag
+from devrun.worker import livereload
+from devrun.worker.livereload import EVENTS_PATH, SCRIPT_PATH, LiveHub, LiveReload, inject, script_tag
 
 TAG = script_tag("g7")
+
+
+class Reports(list[tuple[str, dict[str, Any]]]):
+    def __call__(self, kind: str, **fields: Any) -> None:
+        self.append((kind, fields))
+
+
+class ScriptedHub(LiveHub):
+    """A hub whose streams deliver a fixed script of events, then end (as when stopping)."""
+
+    def __init__(self, script: list[str | None]):
+        super().__init__("g7", Reports())
+        self.script = script
+        self.seen: list[str] = []
+
+    def connect(self, seen: str) -> Any:
+        self.seen.append(seen)
+        queue: Queue[str | None] = Queue()
+        for item in self.script:
+            queue.put(item)
+        return queue
 
 
 def app_returning(body: bytes, headers: list[tuple[str, str]], status: str = "200 OK",
@@ -28,7 +52,7 @@ def app_returning(body: bytes, headers: list[tuple[str, str]], status: str = "20
 
 
 def fetch(app: Callable[..., Iterable[bytes]], method: str = "GET", path: str = "/") -> Any:
-    return Client(LiveReload(app, "g7")).open(path, method=method)
+    return Client(LiveReload(app, ScriptedHub([None]))).open(path, method=method)
 
 
 def test_html_gets_the_script_before_the_last_body_end() -> None:
@@ -75,15 +99,46 @@ def test_the_reserved_paths_are_devruns() -> None:
         start_response("200 OK", [])
         return [b""]
 
-    client = Client(LiveReload(app, "g7", events=lambda: iter([b"event: reload\ndata: {}\n\n"])))
+    hub = ScriptedHub(["reload", "css", None])
+    client = Client(LiveReload(app, hub))
     js = client.get(SCRIPT_PATH)
     assert js.headers["Content-Type"].startswith("application/javascript") and b"EventSource" in js.data
-    stream = client.get(EVENTS_PATH)
+    stream = client.get(EVENTS_PATH + "?generation=g6")
     assert stream.headers["Content-Type"] == "text/event-stream"
-    first, second = stream.data.split(b"\n\n")[:2]
+    first, second, third = stream.data.split(b"\n\n")[:3]
     assert json.loads(first.split(b"data: ")[1]) == {"generation": "g7"}
-    assert second.startswith(b"event: reload")
+    assert second.startswith(b"event: reload") and third.startswith(b"event: css")
+    assert hub.seen == ["g6"]
+    assert client.get("/__devrun__/anything").status_code == 404
     assert called == []  # the user's app never sees them
+
+
+def test_a_stopping_hub_ends_a_new_stream_at_once() -> None:
+    hub = LiveHub("g7", Reports())
+    hub.close()
+    stream = Client(LiveReload(lambda e, s: [], hub)).get(EVENTS_PATH)
+    assert stream.status_code == 200 and stream.data == b""
+    assert not hub.streams
+
+
+def test_the_hub_tells_every_page_reports_counts_and_ends_streams_on_close() -> None:
+    reports = Reports()
+    hub = LiveHub("g7", reports)
+    old = hub.connect("g6")  # a page of the previous generation: it reloads
+    new = hub.connect("g7")
+    gevent.sleep(livereload.SETTLE + 0.2)  # the hub's own settle timer, on gevent's clock
+    assert ("refreshed", {"pages": 1, "how": "reload", "paths": []}) in reports
+    assert ("pages", {"count": 2}) in reports
+    hub.send("css", ["static/a.css"])
+    assert old.get_nowait() == new.get_nowait() == "css"
+    assert reports[-1] == ("refreshed", {"pages": 2, "how": "css", "paths": ["static/a.css"]})
+    hub.disconnect(old)
+    gevent.sleep(livereload.SETTLE + 0.2)
+    assert reports[-1] == ("pages", {"count": 1})
+    hub.close()
+    assert new.get_nowait() is None
+    hub.send("reload")  # a stopping generation tells nobody anything
+    assert reports[-1] == ("pages", {"count": 1})
 
 
 def test_inject_helper() -> None:

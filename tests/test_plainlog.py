@@ -239,6 +239,9 @@ def test_every_event_type_but_stopped_and_state_prints_one_prefixed_line() -> No
         events.Output("web", "x"),
         events.AppFailed("web", 10, "boom", "tb"),
         events.Notice("web", "note"),
+        events.Refreshing("web", ("templates/a.html",), False),
+        events.Refreshed("web", 2, "reload"),
+        events.Pages("web", 1),
         events.Stopped("web"),
         events.StateChanged("web", "ready", 10),  # the lines around it say it already
     ]
@@ -386,3 +389,15 @@ def test_regression_reloading_paths_are_not_cleaned() -> None:
     (clear screen) or breaks the one-line-per-event format."""
     line = one_line(NAMES, events.Reloading("web", ("\x1b[2Jx.py", "a\nb.py")))
     assert "\x1b" not in line
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    (events.Refreshing("web", ("templates/a.html",), False), "web    | refresh pages (templates/a.html)"),
+    (events.Refreshing("web", ("static/a.css", "static/b.css"), True),
+     "web    | swap stylesheets (static/a.css, static/b.css)"),
+    (events.Refreshed("web", 1, "reload"), "web    | refreshed 1 page"),
+    (events.Refreshed("web", 3, "css"), "web    | swapped stylesheets in 3 pages"),
+    (events.Pages("web", 0), "web    | live reload: 0 pages connected"),
+])
+def test_live_reload_lines(event: events.Event, expected: str) -> None:
+    assert one_line(["web"], event) == expected

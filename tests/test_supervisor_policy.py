@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from devrun import watcher
 from devrun.supervisor import backoff_delay
 from devrun.watcher import MAX_WAIT, Debouncer
 
@@ -71,7 +72,7 @@ class Harness:
     def __init__(self, delays: dict[str, float] | None = None) -> None:
         self.clock = FakeClock()
         self.batches: list[Batch] = []
-        self.debouncer = Debouncer(lambda key, paths: self.batches.append((key, paths)), clock=self.clock)
+        self.debouncer = Debouncer(lambda key, batch: self.batches.append((key, batch.paths)), clock=self.clock)
         self.debouncer.delays.update(delays or {})
 
     def add(self, key: str, *paths: str) -> None:
@@ -83,7 +84,7 @@ class Harness:
         """Advance the clock to start+t and return what is due."""
         self.clock.now = 100.0 + t
         with self.debouncer.cond:
-            return self.debouncer.due(self.clock.now)
+            return [(key, batch.paths) for key, batch in self.debouncer.due(self.clock.now)]
 
     def add_at(self, t: float, key: str, *paths: str) -> None:
         self.clock.now = 100.0 + t
@@ -249,10 +250,10 @@ def test_add_uses_the_debouncer_clock() -> None:
 
 def test_add_can_be_called_without_holding_the_condition() -> None:
     clock = FakeClock(0.0)
-    debouncer = Debouncer(lambda key, paths: None, clock=clock)
+    debouncer = Debouncer(lambda key, batch: None, clock=clock)
     debouncer.add("web", "app.py")  # takes the condition itself
     with debouncer.cond:
-        assert debouncer.due(1.0) == [("web", ("app.py",))]
+        assert debouncer.due(1.0) == [("web", watcher.Batch(code=("app.py",)))]
 
 
 def test_close_marks_the_debouncer_closed_without_a_thread() -> None:
@@ -260,3 +261,18 @@ def test_close_marks_the_debouncer_closed_without_a_thread() -> None:
     h.debouncer.close()
     assert h.debouncer.closed is True
     assert not h.debouncer.thread.is_alive()
+
+
+def test_code_and_live_paths_of_a_burst_come_apart_and_code_wins_a_path_seen_as_both() -> None:
+    clock = FakeClock(0.0)
+    debouncer = Debouncer(lambda key, batch: None, clock=clock)
+    debouncer.add("web", "templates/a.html", code=False)
+    debouncer.add("web", "app.py")
+    debouncer.add("web", "static/site.css", code=False)
+    debouncer.add("web", "both.txt", code=False)
+    debouncer.add("web", "both.txt")
+    with debouncer.cond:
+        [(key, batch)] = debouncer.due(1.0)
+    assert key == "web"
+    assert batch.code == ("app.py", "both.txt")
+    assert batch.live == ("templates/a.html", "static/site.css")

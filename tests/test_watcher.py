@@ -27,7 +27,7 @@ def start_watcher(batches: queue.Queue[Batch]) -> Iterator:
 
     def start(root: Path, watch: list[str] | None = None, ignore: list[str] | None = None,
               delay: float = 0.05, name: str = "app") -> Watcher:
-        w = Watcher(lambda app, paths: batches.put((app, paths)))
+        w = Watcher(lambda app, batch: batches.put((app, batch.paths)))
         w.add(name, Matcher(root, watch or ["**/*.py"], ignore or []), delay)
         w.start()
         started.append(w)
@@ -140,7 +140,7 @@ def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path, batches) -
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     notices: list[tuple[str, str]] = []
-    w = Watcher(lambda app, paths: batches.put((app, paths)), lambda app, text: notices.append((app, text)),
+    w = Watcher(lambda app, batch: batches.put((app, batch.paths)), lambda app, text: notices.append((app, text)),
                 observer=Exhausted())
     try:
         w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
@@ -162,7 +162,7 @@ def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches
                 raise RuntimeError("boom in a handler")
             return super().matches(path)
 
-    w = Watcher(lambda app, paths: batches.put((app, paths)))
+    w = Watcher(lambda app, batch: batches.put((app, batch.paths)))
     try:
         w.add("app", Flaky(tmp_path, ["**/*.py"]), 0.05)
         w.start()

@@ -6,12 +6,24 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _flask_config(app: Any) -> Any:
+    config = getattr(app, "config", None)
+    return config if hasattr(app, "jinja_env") and hasattr(config, "__setitem__") else None  # Flask and kin
+
+
 def enable_framework_debug(app: Any) -> None:
     """Make the framework let exceptions reach the debugger and re-read edited templates."""
-    config = getattr(app, "config", None)
-    if hasattr(app, "jinja_env") and hasattr(config, "__setitem__"):  # Flask and its kin
+    config = _flask_config(app)
+    if config is not None:
         # Without this Flask turns every exception into its own 500 page; the debugger never sees it.
         config["PROPAGATE_EXCEPTIONS"] = True
+    enable_template_reload(app)
+
+
+def enable_template_reload(app: Any) -> None:
+    """Re-read an edited template on its next render instead of serving the cached one."""
+    config = _flask_config(app)
+    if config is not None:
         config["TEMPLATES_AUTO_RELOAD"] = True
         # The Jinja environment may already exist (created at import); set it there too.
         app.jinja_env.auto_reload = True

@@ -5,8 +5,9 @@ pays only for the project's own imports.
 Protocol over a Unix socket with the runner, one JSON line each way:
   runner -> {"preload": [...], "project_roots": [...]}
   server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name}
-  runner -> {"fork": spec} with the generation's event and output pipes and the app's listening
-            socket as SCM_RIGHTS fds (the server itself never keeps the listener)
+  runner -> {"fork": spec} with SCM_RIGHTS fds: the generation's event and output pipes, the
+            app's listening socket (the server itself never keeps it) and the runner's
+            control pipe to the generation
   server -> {"pid": pid} or {"stale": path}
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
@@ -26,7 +27,7 @@ from typing import Any
 from gevent import monkey
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
-MAX_FDS = 4
+MAX_FDS = 8
 
 # The standard library as it was before gevent patched it: this process must never start a
 # gevent hub (a forked child would inherit a half-used event loop), so it blocks for real.
@@ -137,8 +138,8 @@ def main() -> int:
 
 def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
     """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
-    event_fd, output_fd, listen_fd = fds
-    spec = {**spec, "listen_fd": listen_fd}  # the runner's fd number means nothing here
+    event_fd, output_fd, listen_fd, control_fd = fds
+    spec = {**spec, "listen_fd": listen_fd, "control_fd": control_fd}  # the runner's fd numbers mean nothing here
     sys.stdout.flush()
     sys.stderr.flush()
     read_pid, write_pid = os.pipe()

@@ -1,10 +1,14 @@
-"""Live reload, the child's side (groundwork for issue 9; not wired into serving yet).
+"""Live reload, the child's side: the script in every HTML page and the event stream it listens to.
 
-A WSGI middleware that injects one small script into HTML responses and serves a reserved
-event stream under /__devrun__/. Each page carries the generation that rendered it; the stream
-greets every (re)connecting page with the current generation, so a page rendered by older code
-reloads itself as soon as the new generation accepts its reconnect: after it is ready, never
-onto a refused connection or the previous code.
+A WSGI middleware injects one small script into HTML responses and serves a reserved event
+stream under /__devrun__/, never passing those paths to the user's app. Each page carries the
+generation that rendered it; the stream greets every (re)connecting page with the current
+generation, so a page rendered by older code reloads itself as soon as the new generation
+accepts its reconnect: after it is ready, never onto a refused connection or the previous code.
+A generation told to stop closes its streams at once, so they never hold up its exit. Template
+and stylesheet changes reach the open pages through the hub, without a restart.
+
+Imported by the runner too (for the reserved path), so gevent is imported only where used.
 """
 
 from __future__ import annotations
@@ -13,49 +17,116 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 PREFIX = "/__devrun__/"
 EVENTS_PATH = PREFIX + "events"
 SCRIPT_PATH = PREFIX + "livereload.js"
 BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 MAX_BUFFER = 8 * 1024 * 1024  # bigger HTML bodies are passed through untouched
+KEEPALIVE = 15.0  # a comment line this often finds pages that went away without a word
+SETTLE = 0.3  # page counts are reported once reconnects have settled
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Report = Callable[..., None]  # Reporter.send(kind, **fields)
 
+# The first reconnect is immediate: a stream closes because its generation is stopping, and
+# the connection then waits in the listen backlog until the next generation accepts it.
 CLIENT_JS = r"""(function () {
   var me = document.currentScript, generation = me && me.dataset.generation;
   var failures = 0, since = 0, source;
   function swapCss() {
-    var links = document.querySelectorAll('link[rel="stylesheet"]');
-    links.forEach(function (old) {
+    document.querySelectorAll('link[rel="stylesheet"]').forEach(function (old) {
       var url = new URL(old.href, location.href);
       url.searchParams.set("__devrun", Date.now());
       var fresh = old.cloneNode();
       fresh.href = url.href;
-      fresh.onload = function () { old.remove(); };  // no flash of unstyled content
+      fresh.onload = fresh.onerror = function () { old.remove(); };  // no flash of unstyled content
       old.after(fresh);
     });
   }
   function connect() {
-    source = new EventSource("/__devrun__/events");
+    source = new EventSource("/__devrun__/events?generation=" + encodeURIComponent(generation || ""));
     source.addEventListener("hello", function (e) {
       failures = 0; since = 0;
-      if (JSON.parse(e.data).generation !== generation) { location.reload(); }
+      if (JSON.parse(e.data).generation !== generation) { source.close(); location.reload(); }
     });
-    source.addEventListener("reload", function () { location.reload(); });
-    source.addEventListener("css", function () { swapCss(); });
+    source.addEventListener("reload", function () { source.close(); location.reload(); });
+    source.addEventListener("css", swapCss);
     source.onerror = function () {
       source.close();
       failures += 1;
       since = since || Date.now();
-      if (Date.now() - since > 60000) { return; }  // devrun is gone: stop quietly
-      setTimeout(connect, Math.min(100 * Math.pow(2, failures - 1), 2000));
+      if (Date.now() - since > 60000) { return; }  // devrun has been gone a minute: stop quietly
+      setTimeout(connect, failures === 1 ? 0 : Math.min(100 * Math.pow(2, failures - 2), 5000));
     };
   }
   connect();
 })();
 """
+
+
+def sse(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class LiveHub:
+    """The open event streams of one generation (gevent greenlets, one thread)."""
+
+    def __init__(self, generation: str, report: Report):
+        self.generation = generation
+        self.report = report
+        self.streams: set[Any] = set()  # a gevent Queue per open page
+        self.closed = False
+        self.stale = 0  # pages of older code that reconnected here: each reloads
+        self.reported = 0
+        self.settling: Any = None
+
+    def connect(self, seen: str) -> Any:
+        from gevent.queue import Queue
+
+        queue: Queue[str | None] = Queue()
+        self.streams.add(queue)
+        if seen != self.generation:
+            self.stale += 1
+        self._changed()
+        return queue
+
+    def disconnect(self, queue: Any) -> None:
+        self.streams.discard(queue)
+        self._changed()
+
+    def send(self, kind: str, paths: list[str] | None = None) -> None:
+        """Tell every open page: `reload` or `css`."""
+        if self.closed:
+            return
+        for queue in self.streams:
+            queue.put(kind)
+        self.report("refreshed", pages=len(self.streams), how=kind, paths=paths or [])
+
+    def close(self) -> None:
+        """This generation is stopping: end every stream now; pages reconnect to the next."""
+        self.closed = True
+        for queue in self.streams:
+            queue.put(None)
+
+    def _changed(self) -> None:
+        import gevent
+
+        if self.settling is None and not self.closed:
+            self.settling = gevent.spawn_later(SETTLE, self._settled)
+
+    def _settled(self) -> None:
+        self.settling = None
+        if self.closed:
+            return
+        if self.stale:
+            self.report("refreshed", pages=self.stale, how="reload", paths=[])
+            self.stale = 0
+        if len(self.streams) != self.reported:
+            self.reported = len(self.streams)
+            self.report("pages", count=self.reported)
 
 
 def script_tag(generation: str) -> bytes:
@@ -78,11 +149,10 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
 class LiveReload:
     """Wraps the user's app: injects the script, serves /__devrun__/ (script and events)."""
 
-    def __init__(self, app: WSGIApp, generation: str, events: Callable[[], Iterator[bytes]] | None = None):
+    def __init__(self, app: WSGIApp, hub: LiveHub):
         self.app = app
-        self.generation = generation
-        self.tag = script_tag(generation)
-        self.events = events or (lambda: iter(()))
+        self.hub = hub
+        self.tag = script_tag(hub.generation)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -92,17 +162,36 @@ class LiveReload:
                                       ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
             return [body]
         if path == EVENTS_PATH:
-            return self._stream(start_response)
+            seen = parse_qs(environ.get("QUERY_STRING", "")).get("generation", [""])[0]
+            return self._stream(seen, start_response)
+        if path.startswith(PREFIX):
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+            return [b"not found"]
         if environ.get("REQUEST_METHOD") == "HEAD":
             return self.app(environ, start_response)
         return self._maybe_inject(environ, start_response)
 
-    def _stream(self, start_response: StartResponse) -> Iterator[bytes]:
+    def _stream(self, seen: str, start_response: StartResponse) -> Iterator[bytes]:
+        from gevent.queue import Empty
+
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-store"),
                                   ("X-Accel-Buffering", "no")])
-        hello = json.dumps({"generation": self.generation})
-        yield f"retry: 100\nevent: hello\ndata: {hello}\n\n".encode()
-        yield from self.events()
+        if self.hub.closed:  # stopping: send the page on to the next generation
+            return
+        queue = self.hub.connect(seen)
+        try:
+            yield sse("hello", {"generation": self.hub.generation})
+            while True:
+                try:
+                    kind = queue.get(timeout=KEEPALIVE)
+                except Empty:
+                    yield b": ping\n\n"
+                    continue
+                if kind is None:
+                    return
+                yield sse(kind, {})
+        finally:
+            self.hub.disconnect(queue)
 
     def _maybe_inject(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         captured: dict[str, Any] = {}

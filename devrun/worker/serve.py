@@ -22,8 +22,9 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from devrun.importspec import parse_import_string
-from devrun.worker.debugging import enable_framework_debug, wrap_debugger
+from devrun.worker.debugging import enable_framework_debug, enable_template_reload, wrap_debugger
 from devrun.worker.errorpage import error_app
+from devrun.worker.livereload import PREFIX, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
 
@@ -90,6 +91,8 @@ class ReportingHandler(WSGIHandler):
         return super().start_response(status, headers, exc_info)
 
     def log_request(self) -> None:
+        if (self.path or "").startswith(PREFIX):  # live reload's own traffic is not the app's
+            return
         status = (getattr(self, "_orig_status", None) or self.status or "000")
         if isinstance(status, bytes):
             status = status.decode("latin-1")
@@ -132,6 +135,29 @@ def close_idle(handlers: set[ReportingHandler], fresh: bool = False) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+def read_commands(fd: int, hub: LiveHub | None) -> None:
+    """The runner's messages to this generation, one JSON line each (a greenlet): for now,
+    what to tell the open pages when a template or a stylesheet changed."""
+    from gevent import os as gos
+
+    gos.make_nonblocking(fd)
+    buf = b""
+    while True:
+        try:
+            chunk = gos.nb_read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return  # the runner closed it: it is gone, or we are
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError, AttributeError):
+                msg = json.loads(line)
+                if hub is not None and msg.get("live") in ("reload", "css"):
+                    hub.send(msg["live"], [str(p) for p in msg.get("paths", [])])
+
+
 def main() -> int:
     """A spawned generation: the spec comes in the environment."""
     return run(json.loads(os.environ.pop(SPEC_ENV)))
@@ -156,6 +182,8 @@ def run(spec: dict[str, Any]) -> int:
         app = load_app(import_spec, root)
         if debug["enabled"]:
             enable_framework_debug(app)
+        if spec.get("live"):  # a template edit must show on the refreshed page
+            enable_template_reload(app)
     except (Exception, SystemExit) as exc:  # anything the user's code raises, sys.exit too
         if isinstance(exc, AppLoadError):  # our own diagnosis: devrun's frames would be noise
             summary = text = str(exc)
@@ -168,6 +196,12 @@ def run(spec: dict[str, Any]) -> int:
         app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"])
     if debug["enabled"]:
         app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"], allow_remote=debug["allow_remote"])
+    hub = None
+    if spec.get("live"):  # outermost, so the debugger's and the error pages get the script too
+        hub = LiveHub(f"{spec['runner_pid']}.{spec['number']}", reporter.send)
+        app = LiveReload(app, hub)
+    if spec.get("control_fd") is not None:
+        gevent.spawn(read_commands, spec["control_fd"], hub)
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
@@ -193,6 +227,8 @@ def run(spec: dict[str, Any]) -> int:
         ReportingHandler.stopping = True
         server.close()  # stop accepting: the next generation or the runner takes new connections
         reporter.send("closed")
+        if hub is not None:
+            hub.close()  # open pages reconnect to the next generation instead of holding us up
         close_idle(live)
         gevent.spawn_later(FIRST_REQUEST_GRACE, close_idle, live, True)
         server.stop(timeout=spec["graceful_timeout"])
