@@ -139,7 +139,10 @@ class AppSupervisor:
         gen = self.current
         if self.stopping or self.pending is not None or gen is None or not gen.going:
             return
-        css = all(p.lower().endswith(".css") for p in paths)
+        # An editor's atomic save writes a temporary file and renames it over the stylesheet: the
+        # batch names both, but only files still there say what changed.
+        present = [p for p in paths if (self.app.root / p).exists()]
+        css = bool(present) and all(p.lower().endswith(".css") for p in present)
         self.emit(events.Refreshing(self.name, paths, css))
         gen.tell({"live": "css" if css else "reload", "paths": list(paths)})
 

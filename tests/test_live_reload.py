@@ -101,7 +101,7 @@ def test_pages_get_the_script_and_json_is_untouched(tmp_path: Path, devrun: Call
     port = project(tmp_path)
     devrun("up", "--no-dashboard", cwd=tmp_path)
     html = wait_for(lambda: page(port), 30, "the page")
-    assert html.count('<script src="/__devrun__/livereload.js"') == 1
+    assert html.count('<script async src="/__devrun__/livereload.js?v=') == 1
     assert html.index("/__devrun__/livereload.js") < html.index("</body>")
     status, data = get(f"http://127.0.0.1:{port}/data")
     assert status == 200 and json.loads(data)["body"] == "</body>"  # JSON is never touched

@@ -144,3 +144,21 @@ def test_the_hub_tells_every_page_reports_counts_and_ends_streams_on_close() -> 
 def test_inject_helper() -> None:
     assert inject(b"<body></body>", b"<s>") == b"<body><s></body>"
     assert inject(b"<body>", b"<s>") is None
+
+
+def test_a_stream_ends_as_soon_as_its_page_goes_away() -> None:
+    import socket
+
+    reports = Reports()
+    hub = LiveHub("g7", reports)
+    ours, theirs = socket.socketpair()
+    try:
+        stream = LiveReload(lambda e, s: [], hub)._stream("g7", lambda *a: None, ours)
+        assert next(stream).startswith(b"event: hello")
+        assert len(hub.streams) == 1
+        theirs.close()  # the page closed its connection (a reload, a closed tab)
+        with gevent.Timeout(5):  # the keep-alive ping is 15 s away: this must not wait for it
+            assert list(stream) == []
+        assert hub.streams == set()
+    finally:
+        ours.close()

@@ -28,6 +28,11 @@ class FakeGen:
     going: bool = False
     go_at: float | None = None
     signals: list[int] = field(default_factory=list)
+    told: list[dict[str, object]] = field(default_factory=list)
+
+    def tell(self, message: dict[str, object]) -> bool:
+        self.told.append(message)
+        return True
 
     def go(self) -> None:
         self.going = True
@@ -46,12 +51,12 @@ class FakeGen:
 
 
 class Rig:
-    def __init__(self, busy: bool = False, **cfg: object) -> None:
+    def __init__(self, busy: bool = False, root: Path = Path("/tmp"), **cfg: object) -> None:
         self.now = 100.0
         self.gens: list[FakeGen] = []
         self.events: list[events.Event] = []
         self.busy = busy
-        app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000, **cfg}), Path("/tmp"))
+        app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000, **cfg}), root)
         self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
                                  spawn=self.spawn, clock=lambda: self.now, busy=lambda: self.busy)
 
@@ -286,3 +291,51 @@ def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Pa
     r._report_dropped()
     assert [e.text for e in seen if isinstance(e, events.Notice)] == [
         "51 output/request lines dropped: the runner fell behind"]
+
+
+def ready_rig(root: Path) -> tuple[Rig, FakeGen]:
+    r = Rig(root=root)
+    r.sup.start()
+    [g1] = r.gens
+    r.say(g1, "loaded", ok=True)
+    r.say(g1, "ready", ms=5)
+    assert g1.going
+    return r, g1
+
+
+def test_a_live_only_change_tells_the_serving_generation_and_restarts_nothing(tmp_path: Path) -> None:
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "site.css").write_text("x")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "a.html").write_text("x")
+    r, g1 = ready_rig(tmp_path)
+    # An atomic save: the temporary file is gone by now, the stylesheet is what changed.
+    r.sup.refresh(("static/site.css.tmp", "static/site.css"))
+    assert g1.told == [{"live": "css", "paths": ["static/site.css.tmp", "static/site.css"]}]
+    r.sup.refresh(("templates/a.html", "static/site.css"))
+    assert g1.told[-1]["live"] == "reload"
+    assert len(r.gens) == 1 and g1.signals == [signal.SIGUSR1]  # no new generation, nothing stopped
+    refreshing = [e for e in r.events if isinstance(e, events.Refreshing)]
+    assert [e.css for e in refreshing] == [True, False]
+
+
+def test_a_live_change_during_a_reload_is_left_to_the_new_generation(tmp_path: Path) -> None:
+    r, g1 = ready_rig(tmp_path)
+    r.sup.reload(("app.py",))
+    r.sup.refresh(("templates/a.html",))
+    assert g1.told == [] and r.gens[1].told == []
+    assert not any(isinstance(e, events.Refreshing) for e in r.events)
+
+
+def test_page_counts_and_refreshes_come_from_the_serving_generation_only(tmp_path: Path) -> None:
+    r, g1 = ready_rig(tmp_path)
+    r.say(g1, "pages", count=2)
+    r.say(g1, "refreshed", pages=2, how="css", paths=[])
+    r.sup.reload(("app.py",))
+    g2 = r.gens[1]
+    r.say(g2, "loaded", ok=True)
+    r.say(g1, "pages", count=0)  # the retiring one's streams are closing: not news
+    r.say(g2, "refreshed", pages=2, how="reload", paths=[])
+    r.say(g2, "refreshed", pages=0, how="reload", paths=[])  # nobody to tell: not worth a line
+    assert [(type(e).__name__, getattr(e, "count", getattr(e, "pages", None))) for e in r.events
+            if isinstance(e, events.Pages | events.Refreshed)] == [("Pages", 2), ("Refreshed", 2), ("Refreshed", 2)]

@@ -13,6 +13,7 @@ Imported by the runner too (for the reserved path), so gevent is imported only w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -24,15 +25,16 @@ EVENTS_PATH = PREFIX + "events"
 SCRIPT_PATH = PREFIX + "livereload.js"
 BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 MAX_BUFFER = 8 * 1024 * 1024  # bigger HTML bodies are passed through untouched
-KEEPALIVE = 15.0  # a comment line this often finds pages that went away without a word
+KEEPALIVE = 15.0  # a comment line this often keeps proxies and idle timers from closing the stream
+SOCKET_KEY = "devrun.socket"  # the connection's socket, put in the environ by devrun's handler
 SETTLE = 0.3  # page counts are reported once reconnects have settled
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Report = Callable[..., None]  # Reporter.send(kind, **fields)
 
-# The first reconnect is immediate: a stream closes because its generation is stopping, and
-# the connection then waits in the listen backlog until the next generation accepts it.
+# The first reconnects are immediate: a stream closes because its generation is stopping, and
+# the new connection then waits in the listen backlog until the next generation accepts it.
 CLIENT_JS = r"""(function () {
   var me = document.currentScript, generation = me && me.dataset.generation;
   var failures = 0, since = 0, source;
@@ -59,7 +61,9 @@ CLIENT_JS = r"""(function () {
       failures += 1;
       since = since || Date.now();
       if (Date.now() - since > 60000) { return; }  // devrun has been gone a minute: stop quietly
-      setTimeout(connect, failures === 1 ? 0 : Math.min(100 * Math.pow(2, failures - 2), 5000));
+      // Twice at once: a stopping generation may answer on a kept-alive connection, ending the
+      // stream at once; the next try opens a new connection, which the next generation accepts.
+      setTimeout(connect, failures <= 2 ? 0 : Math.min(100 * Math.pow(2, failures - 3), 5000));
     };
   }
   connect();
@@ -129,8 +133,13 @@ class LiveHub:
             self.report("pages", count=self.reported)
 
 
+SCRIPT_VERSION = hashlib.sha256(CLIENT_JS.encode()).hexdigest()[:12]
+
+
 def script_tag(generation: str) -> bytes:
-    return (f'<script src="{SCRIPT_PATH}" data-generation="{generation}"></script>').encode()
+    # async: the page's own loading never waits for it; versioned: cached by the browser for good.
+    return (f'<script async src="{SCRIPT_PATH}?v={SCRIPT_VERSION}" data-generation="{generation}"></script>'
+            ).encode()
 
 
 def inject(body: bytes, tag: bytes) -> bytes | None:
@@ -159,11 +168,12 @@ class LiveReload:
         if path == SCRIPT_PATH:
             body = CLIENT_JS.encode()
             start_response("200 OK", [("Content-Type", "application/javascript; charset=utf-8"),
-                                      ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+                                      ("Content-Length", str(len(body))),
+                                      ("Cache-Control", "public, max-age=31536000, immutable")])
             return [body]
         if path == EVENTS_PATH:
             seen = parse_qs(environ.get("QUERY_STRING", "")).get("generation", [""])[0]
-            return self._stream(seen, start_response)
+            return self._stream(seen, start_response, environ.get(SOCKET_KEY))
         if path.startswith(PREFIX):
             start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
             return [b"not found"]
@@ -171,7 +181,8 @@ class LiveReload:
             return self.app(environ, start_response)
         return self._maybe_inject(environ, start_response)
 
-    def _stream(self, seen: str, start_response: StartResponse) -> Iterator[bytes]:
+    def _stream(self, seen: str, start_response: StartResponse, sock: Any = None) -> Iterator[bytes]:
+        import gevent
         from gevent.queue import Empty
 
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-store"),
@@ -179,6 +190,9 @@ class LiveReload:
         if self.hub.closed:  # stopping: send the page on to the next generation
             return
         queue = self.hub.connect(seen)
+        # A page says nothing more after its request: the socket turning readable means it went
+        # away (closed, reloaded), and the count of open pages drops at once, not at the next ping.
+        watcher = gevent.spawn(_wait_gone, sock, queue) if sock is not None else None
         try:
             yield sse("hello", {"generation": self.hub.generation})
             while True:
@@ -191,6 +205,8 @@ class LiveReload:
                     return
                 yield sse(kind, {})
         finally:
+            if watcher is not None:
+                watcher.kill(block=False)
             self.hub.disconnect(queue)
 
     def _maybe_inject(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -236,6 +252,16 @@ class LiveReload:
             headers.append(("Content-Length", str(len(body))))
         start_response(status, headers, captured["exc_info"])
         return [body]
+
+
+def _wait_gone(sock: Any, queue: Any) -> None:
+    from gevent.socket import wait_read
+
+    try:
+        wait_read(sock.fileno())
+    except Exception:  # closed under us: the stream is ending anyway
+        return
+    queue.put(None)
 
 
 class _Chain:

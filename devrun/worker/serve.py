@@ -24,7 +24,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from devrun.importspec import parse_import_string
 from devrun.worker.debugging import enable_framework_debug, enable_template_reload, wrap_debugger
 from devrun.worker.errorpage import error_app
-from devrun.worker.livereload import PREFIX, LiveHub, LiveReload
+from devrun.worker.livereload import PREFIX, SOCKET_KEY, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
 
@@ -70,6 +70,11 @@ class ReportingHandler(WSGIHandler):
             super().handle()
         finally:
             self.live.discard(self)
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ[SOCKET_KEY] = self.socket  # live reload notices a page that went away by it
+        return environ
 
     def read_request(self, raw_requestline: str) -> Any:
         self.busy = True
