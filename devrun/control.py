@@ -1,0 +1,519 @@
+"""The local control channel of a running devrun: `status`, `logs`, `restart`, `down`... from
+other terminals.
+
+One request per connection, one line of JSON each way, over an AF_UNIX stream socket:
+
+    -> {"v": 1, "verb": "status", "args": {}}
+    <- {"v": 1, "ok": true, "result": ...}      or      {"v": 1, "ok": false, "error": "..."}
+
+A streaming verb (`logs -f`, `attach`) answers with any number of
+`{"v": 1, "ok": true, "event": {...}}` lines instead, until either side closes.
+
+Only the owner gets in: the socket file is 0600, in `.devrun/` or in a 0700 folder of ours,
+and every peer's uid is checked too. The verbs are exactly the keys of the mappings the runner
+hands to `ControlServer`: nothing is looked up by name on an object. Handlers run on the
+connection's thread, so the runner's side must hand work to its main thread itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import reprlib
+import select
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+MAX_REQUEST = 64 * 1024
+# Replies come from our own runner, so this only stops a broken one from eating the client's memory.
+MAX_REPLY = 16 * 1024 * 1024
+MAX_CONNECTIONS = 32
+# A client that connects and says nothing must not hold a thread for long.
+REQUEST_TIMEOUT = 10.0
+# A stream client that stops reading (a frozen terminal) counts as gone after this.
+SEND_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+# sun_path holds 108 bytes on Linux and 104 on macOS, the final NUL included.
+MAX_SOCKET_PATH = 100
+
+Handler = Callable[[dict[str, Any]], Any]
+Send = Callable[[dict[str, Any]], bool]
+Stream = Callable[[dict[str, Any], Send], None]
+
+
+class ControlError(Exception):
+    """The control channel failed, or the runner refused the request; the text says why."""
+
+
+class NotRunning(ControlError):
+    pass
+
+
+class AlreadyRunning(ControlError):
+    pass
+
+
+class UnsafeFolder(ControlError):
+    pass
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def socket_path(state_dir: Path) -> Path:
+    """Where the control socket of the project whose state folder is state_dir lives.
+
+    `state_dir/control.sock` when that path fits in a socket address; otherwise a name derived
+    from state_dir in a private per-user folder whose path is short whatever the project's is.
+    """
+    state_dir = state_dir.resolve()
+    direct = state_dir / "control.sock"
+    if len(os.fsencode(direct)) <= MAX_SOCKET_PATH:
+        return direct
+    name = hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16] + ".sock"
+    runtime = _runtime_dir()
+    if runtime is not None and len(os.fsencode(runtime / "devrun" / name)) <= MAX_SOCKET_PATH:
+        folder = runtime / "devrun"
+    else:
+        folder = Path("/tmp") / f"devrun-{os.geteuid()}"
+    _make_private(folder)
+    return folder / name
+
+
+def _runtime_dir() -> Path | None:
+    value = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(value):
+        return None
+    try:
+        st = os.stat(value)
+    except OSError:
+        return None
+    # The variable comes from the environment: only a folder of ours is as private as it claims.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or not os.access(value, os.W_OK | os.X_OK):
+        return None
+    return Path(value)
+
+
+def _make_private(folder: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    # lstat: a symlink planted in /tmp by someone else must not be followed.
+    st = os.lstat(folder)
+    uid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        raise UnsafeFolder(
+            f"{folder} must be a folder (not a symlink) owned by uid {uid} with mode 0700, and it is not;"
+            " another user may have created it: remove it, or set XDG_RUNTIME_DIR to a private folder"
+        )
+
+
+def probe(path: Path, timeout: float = 1.0) -> bool:
+    """Whether a live server listens on path (a socket left by a killed runner refuses)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+        except (BlockingIOError, TimeoutError):
+            return True  # a full backlog: alive but busy, and certainly not ours to unlink
+        except OSError:
+            return False
+        return True
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The effective uid of the process at the other end, or None where the OS cannot tell
+    (then the 0600 socket in a private folder is the only guard)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    # struct ucred: pid_t, uid_t, gid_t.
+    _pid, uid, _gid = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("iII")))
+    return uid
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    # ensure_ascii escapes every newline inside strings, so one message is always one line.
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def _error(text: str) -> bytes:
+    return _encode({"v": PROTOCOL, "ok": False, "error": text})
+
+
+class ControlServer:
+    def __init__(self, path: Path, handlers: Mapping[str, Handler], streams: Mapping[str, Stream] | None = None):
+        self.path = path
+        self._handlers = dict(handlers)
+        self._streams = dict(streams or {})
+        if self._handlers.keys() & self._streams.keys():
+            raise ValueError(f"verbs both plain and streaming: {sorted(self._handlers.keys() & self._streams.keys())}")
+        self._allowed = ", ".join(sorted([*self._handlers, *self._streams]))
+        self._listener: socket.socket | None = None
+        self._identity: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        # close() writes to it: neither close() nor shutdown() reliably wakes another thread's accept().
+        self._wake: tuple[int, int] | None = None
+        self._closed = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        path = os.fspath(self.path)
+        with _exclusive(f"{path}.lock"):
+            _clear_stale(self.path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                # The umask closes the window between bind() and chmod() in which the socket
+                # would exist with the default mode (the umask is process-wide, but only for an
+                # instant, and only makes another thread's new file stricter); chmod as well
+                # because not every system applies the umask to sockets.
+                old = os.umask(0o177)
+                try:
+                    listener.bind(path)
+                finally:
+                    os.umask(old)
+                st = os.lstat(path)
+                self._identity = (st.st_dev, st.st_ino)
+                os.chmod(path, 0o600)
+                listener.listen(MAX_CONNECTIONS)
+            except OSError as exc:
+                listener.close()
+                self._unlink_if_ours()
+                if exc.errno == errno.EADDRINUSE:
+                    raise AlreadyRunning(f"another devrun runner holds {path}") from None
+                raise
+        # Non-blocking: a client that leaves between poll() and accept() must not block the loop.
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake = os.pipe()
+        self._thread = threading.Thread(target=self._accept_loop, name="devrun-control", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting and remove the socket file. A handler that is running still replies;
+        a stream's next send() returns False; a client that has not sent its request gets EOF."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._listener is not None and self._wake is not None and self._thread is not None:
+            os.write(self._wake[1], b"x")
+            self._thread.join(5)
+            self._listener.close()
+            for fd in self._wake:
+                os.close(fd)
+        self._unlink_if_ours()
+        # Under the lock, so that no connection's fd is closed (and reused) under our shutdown().
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RD)
+
+    def _unlink_if_ours(self) -> None:
+        # A newer runner may have replaced a socket it found stale: that file is not ours to remove.
+        with contextlib.suppress(OSError):
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None and self._wake is not None
+        poller = select.poll()  # not select(): the runner may hold more than FD_SETSIZE fds
+        poller.register(self._listener, select.POLLIN)
+        poller.register(self._wake[0], select.POLLIN)
+        while True:
+            poller.poll()
+            if self._closed.is_set():
+                return
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                log.exception("control socket: accept failed")
+                self._closed.wait(0.1)  # out of fds, say: do not spin
+                continue
+            try:
+                self._admit(conn)
+            except Exception:
+                log.exception("control socket: could not serve a connection")
+                conn.close()
+
+    def _admit(self, conn: socket.socket) -> None:
+        conn.settimeout(REQUEST_TIMEOUT)
+        uid = _peer_uid(conn)
+        if uid is not None and uid != os.geteuid():
+            _refuse(conn, "permission denied: this devrun runner belongs to another user")
+            return
+        if not self._slots.acquire(blocking=False):
+            _refuse(conn, f"busy: {MAX_CONNECTIONS} control connections are open already")
+            return
+        with self._lock:
+            # Checked under the lock that close() takes, so that no connection escapes its shutdown().
+            closing = self._closed.is_set()
+            if not closing:
+                self._conns.add(conn)
+        if closing:
+            self._slots.release()
+            _refuse(conn, "the runner is shutting down")
+            return
+        try:
+            threading.Thread(target=self._serve, args=(conn,), name="devrun-control-conn", daemon=True).start()
+        except Exception:
+            self._forget(conn)
+            raise
+
+    def _forget(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        conn.close()
+        self._slots.release()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._converse(conn)
+        except OSError:
+            pass  # the client went away mid-conversation
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            self._forget(conn)
+
+    def _converse(self, conn: socket.socket) -> None:
+        try:
+            line = _read_request(conn)
+            if line is None:
+                return  # connected and left without a word: a probe
+            verb, args = self._parse(line)
+        except _BadRequest as exc:
+            conn.sendall(_error(str(exc)))
+            return
+        conn.settimeout(SEND_TIMEOUT)
+        if verb in self._streams:
+            self._stream(conn, verb, args)
+        else:
+            self._call(conn, verb, args)
+
+    def _parse(self, line: bytes) -> tuple[str, dict[str, Any]]:
+        try:
+            request = json.loads(line)
+        except (ValueError, RecursionError):
+            raise _BadRequest(
+                f'malformed request: expected one line of JSON like {{"v": {PROTOCOL}, "verb": "status", "args": {{}}}}'
+            ) from None
+        if not isinstance(request, dict):
+            raise _BadRequest(f"malformed request: expected a JSON object, got {type(request).__name__}")
+        version = request.get("v")
+        # type() and not ==: true == 1 in Python.
+        if type(version) is not int or version != PROTOCOL:
+            raise _BadRequest(
+                f'unsupported protocol version {reprlib.repr(version)}: this runner speaks "v": {PROTOCOL}'
+            )
+        verb = request.get("verb")
+        if not isinstance(verb, str) or (verb not in self._handlers and verb not in self._streams):
+            raise _BadRequest(f"unknown verb {reprlib.repr(verb)}; allowed verbs: {self._allowed}")
+        args = request.get("args", {})
+        if not isinstance(args, dict):
+            raise _BadRequest(f'malformed request: "args" must be a JSON object, got {type(args).__name__}')
+        return verb, args
+
+    def _call(self, conn: socket.socket, verb: str, args: dict[str, Any]) -> None:
+        try:
+            reply = _encode({"v": PROTOCOL, "ok": True, "result": self._handlers[verb](args)})
+        except ControlError as exc:
+            reply = _error(str(exc))  # a refusal the handler meant, such as an unknown app
+        except Exception as exc:
+            log.exception("control verb %r failed", verb)
+            reply = _error(str(exc) or type(exc).__name__)
+        conn.sendall(reply)
+
+    def _stream(self, conn: socket.socket, verb: str, args: dict[str, Any]) -> None:
+        lock = threading.Lock()
+        gone = False
+
+        def send(event: dict[str, Any]) -> bool:
+            nonlocal gone
+            data = _encode({"v": PROTOCOL, "ok": True, "event": event})
+            # A lock: the stream function may hand send() to whatever thread produces its events.
+            with lock:
+                if gone or self._closed.is_set():
+                    gone = True
+                    return False
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    gone = True
+                return not gone
+
+        try:
+            self._streams[verb](args, send)
+        except Exception as exc:
+            if not isinstance(exc, ControlError):
+                log.exception("control stream %r failed", verb)
+            with lock:
+                if not gone:
+                    conn.sendall(_error(str(exc) or type(exc).__name__))
+        finally:
+            # A send() kept by another thread must not write to the socket once it is closed.
+            with lock:
+                gone = True
+
+
+def _refuse(conn: socket.socket, text: str) -> None:
+    with conn, contextlib.suppress(OSError):
+        conn.settimeout(1.0)
+        conn.sendall(_error(text))
+
+
+def _read_request(conn: socket.socket) -> bytes | None:
+    """The request line, None for a client that closed without sending anything."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    data = bytearray()
+    while True:
+        newline = data.find(b"\n")
+        if newline >= 0:
+            data = data[:newline]
+            break
+        if len(data) > MAX_REQUEST:
+            break
+        # One deadline for the whole line, so a client trickling a byte at a time cannot stay either.
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _BadRequest(f"no complete request line within {REQUEST_TIMEOUT:g} s")
+        conn.settimeout(remaining)
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            raise _BadRequest(f"no complete request line within {REQUEST_TIMEOUT:g} s") from None
+        if not chunk:
+            if not data:
+                return None
+            break  # a last line without its newline (`nc` sends that) is still a request
+        data += chunk
+    if len(data) > MAX_REQUEST:
+        raise _BadRequest(f"request too long: the limit is {MAX_REQUEST} bytes per line")
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str) -> Iterator[None]:
+    # Two runners starting at once must not both find the old socket stale and then unlink
+    # each other's fresh one. flock is released by the kernel however its holder dies.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(st.st_mode) and probe(path):
+        raise AlreadyRunning(f"a devrun runner already answers on {path}")
+    # Left by a runner that was killed: nothing listens there any more.
+    os.unlink(path)
+
+
+def request(path: Path, verb: str, timeout: float = 5.0, **args: Any) -> Any:
+    """Ask the runner listening on path; its result, or ControlError with its reason."""
+    with _connect(path, timeout) as sock:
+        _send_request(sock, verb, args)
+        try:
+            with sock.makefile("rb") as reader:
+                reply = _read_reply(reader)
+        except TimeoutError:
+            raise ControlError(f"no reply from the runner within {timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"lost the connection to the runner: {exc}") from None
+    if reply is None:
+        raise ControlError("the runner closed the connection without a reply")
+    if "result" not in reply:
+        raise ControlError(f"{verb!r} is a streaming verb: read it with stream()")
+    return reply["result"]
+
+
+def stream(path: Path, verb: str, **args: Any) -> Iterator[dict[str, Any]]:
+    """The events of a streaming verb until the runner ends the stream; closing the iterator
+    hangs up. Connects on the first next(), so NotRunning is raised from there."""
+    with _connect(path, CONNECT_TIMEOUT) as sock:
+        _send_request(sock, verb, args)
+        sock.settimeout(None)  # events may be hours apart (attach)
+        with sock.makefile("rb") as reader:
+            while True:
+                try:
+                    reply = _read_reply(reader)
+                except OSError as exc:
+                    raise ControlError(f"lost the connection to the runner: {exc}") from None
+                if reply is None:
+                    return
+                if "event" not in reply:
+                    raise ControlError(f"{verb!r} is not a streaming verb: use request()")
+                yield reply["event"]
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
+        sock.close()
+        raise NotRunning(f"no devrun runner is running here (nothing answers on {path})") from None
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot reach the runner on {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _send_request(sock: socket.socket, verb: str, args: dict[str, Any]) -> None:
+    data = _encode({"v": PROTOCOL, "verb": verb, "args": args})
+    if len(data) > MAX_REQUEST + 1:
+        raise ControlError(f"request too long: the limit is {MAX_REQUEST} bytes")
+    # A runner that refuses us (another user, too busy) answers and hangs up without reading:
+    # its reply, read next, says why.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(data)
+
+
+def _read_reply(reader: io.BufferedReader) -> dict[str, Any] | None:
+    line = reader.readline(MAX_REPLY + 1)
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        raise ControlError("the runner's reply was cut off or too long")
+    try:
+        reply = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ControlError("the runner's reply is not JSON") from None
+    if not isinstance(reply, dict) or type(reply.get("v")) is not int or reply["v"] != PROTOCOL:
+        raise ControlError(f"the runner speaks another protocol than version {PROTOCOL}: restart it")
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error") or "the runner refused without saying why"))
+    return reply
