@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # One write of at most PIPE_BUF bytes to a pipe is atomic: a message either arrives whole or,
@@ -156,8 +156,50 @@ class Stopped(Event):
 
 
 @dataclass(frozen=True)
-class Command:
-    """What a user asks the runner for (dashboard keys; later the control socket)."""
+class AppsChanged(Event):
+    """The set of apps changed (devrun.yaml was edited): (name, url) of each, in order."""
 
-    verb: str  # "restart" | "quit"
+    apps: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ConfigRejected(Event):
+    """An edit of devrun.yaml could not be applied; the previous config keeps running."""
+
+    problems: tuple[str, ...]  # "file:line:col: key: message" each
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a user asks the runner for: dashboard keys, control-socket verbs."""
+
+    verb: str  # "restart" | "stop" | "start" | "quit"
     app: str | None = None  # None: every app
+    done: Any = field(default=None, compare=False)  # a threading.Event set once acted on
+
+
+# By explicit name, for the control socket: a name from the wire never picks anything else.
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
+    Starting, Ready, Reloading, Refreshing, Refreshed, Pages, StateChanged, Exited, Request, Output,
+    AppFailed, Notice, Stopped, AppsChanged, ConfigRejected)}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    return {"event": type(event).__name__, **{f.name: getattr(event, f.name) for f in fields(event)}}
+
+
+def from_dict(data: dict[str, Any]) -> Event | None:
+    """The event a control-socket client received, or None for anything unknown or malformed."""
+    cls = EVENT_TYPES.get(str(data.get("event")))
+    if cls is None:
+        return None
+    names = {f.name for f in fields(cls)}
+    try:
+        values = {k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        return cls(**values)
+    except TypeError:
+        return None
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value

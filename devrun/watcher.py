@@ -220,6 +220,20 @@ class _AppWatch(FileSystemEventHandler):
             self.watcher.unschedule(self, self.watches.pop(folder))
 
 
+class _FileWatch(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher, key: str, path: str):
+        self.watcher = watcher
+        self.key = key
+        self.path = path
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type not in CHANGE_EVENTS or event.is_directory:
+            return
+        paths = (_text(event.src_path), _text(event.dest_path) if event.event_type == EVENT_TYPE_MOVED else "")
+        if self.path in paths:  # an editor's atomic save arrives as a move onto it
+            self.watcher.debouncer.add(self.key, os.path.basename(self.path))
+
+
 def _text(path: bytes | str) -> str:
     return os.fsdecode(path)
 
@@ -234,6 +248,7 @@ class Watcher:
         self.observer = observer or Observer()
         self.poller: BaseObserver | None = None
         self.apps: dict[str, _AppWatch] = {}
+        self.files: dict[str, _FileWatch] = {}
         self.lock = threading.RLock()
 
     def add(self, name: str, matcher: Matcher, delay: float, live: Matcher | None = None) -> None:
@@ -250,6 +265,25 @@ class Watcher:
                 if app.polling:
                     break
 
+    def remove(self, name: str) -> None:
+        """Stop watching an app (it was removed from devrun.yaml)."""
+        with self.lock:
+            app = self.apps.pop(name, None)
+            if app is None:
+                return
+            for watch in app.watches.values():
+                self.unschedule(app, watch)
+            app.watches.clear()
+        self.debouncer.delays.pop(name, None)
+
+    def watch_file(self, key: str, path: str, delay: float) -> None:
+        """Watch one file (devrun.yaml): a non-recursive watch of its folder, this name only."""
+        self.debouncer.delays[key] = delay
+        handler = _FileWatch(self, key, os.path.abspath(path))
+        self.files[key] = handler
+        with self.lock:
+            self.observer.schedule(handler, os.path.dirname(handler.path), recursive=False)
+
     def watch_count(self, name: str) -> int:
         return len(self.apps[name].watches)
 
@@ -258,25 +292,26 @@ class Watcher:
             return self.observer.schedule(app, folder, recursive=False)
 
     def unschedule(self, app: _AppWatch, watch: ObservedWatch) -> None:
+        observer = self.poller if app.polling and self.poller is not None else self.observer
         with self.lock, contextlib.suppress(KeyError, OSError):
             # Another app may watch the same folder: remove only our handler.
-            self.observer.remove_handler_for_watch(app, watch)
+            observer.remove_handler_for_watch(app, watch)
 
     def out_of_watches(self, app: _AppWatch) -> None:
         """The system ran out of inotify watches: poll this app's roots instead of crashing."""
         with self.lock:
             if app.polling:
                 return
-            app.polling = True
             for watch in app.watches.values():
                 self.unschedule(app, watch)
             app.watches.clear()
+            app.polling = True
             if self.poller is None:
                 self.poller = PollingObserver(timeout=POLL_INTERVAL)
                 self.poller.start()
             for root in app.roots:
                 if os.path.isdir(root):
-                    self.poller.schedule(app, root, recursive=True)
+                    app.watches[root] = self.poller.schedule(app, root, recursive=True)
         self.on_notice(app.name, "out of inotify watches, falling back to polling (slower); raise the limit "
                        "with: sudo sysctl fs.inotify.max_user_watches=524288")
 
