@@ -8,6 +8,7 @@ would overflow, so a line is never split across files), with two changes: files 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -91,6 +92,29 @@ class AppLogs:
                 handler.setFormatter(logging.Formatter("%(message)s"))
                 self._handlers[app] = handler
             return handler
+
+
+def stamp(at: float) -> str:
+    """A log line's time: sortable text, so `devrun logs` can merge several apps' files."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+class LogView:
+    """A view: each app's lifecycle, request and output lines, with their time, in its log file."""
+
+    def __init__(self, logs: AppLogs) -> None:
+        self.logs = logs
+
+    def handle(self, event: object) -> None:
+        from devrun.events import Event
+        from devrun.plainlog import describe
+
+        if not isinstance(event, Event) or not event.app:
+            return
+        text = describe(event)
+        if text is not None:
+            with contextlib.suppress(ValueError, OSError):  # a full disk must not stop the runner
+                self.logs.write(event.app, f"{stamp(event.at)} {text.plain}")
 
 
 def log_files(folder: Path, app: str) -> list[Path]:

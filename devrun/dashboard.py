@@ -102,6 +102,11 @@ class Dashboard:
             self.version += 1
 
     def _update(self, event: events.Event) -> None:
+        if isinstance(event, events.AppsChanged):  # devrun.yaml was edited, or attached to a runner
+            self.apps = {name: self.apps.get(name) or AppView(name, url) for name, url in event.apps}
+            self.order = [name for name, _ in event.apps]
+            self.selected = min(self.selected, max(len(self.order) - 1, 0))
+            return
         view = self.apps.get(event.app)
         if isinstance(event, events.Notice) and event.text.startswith("PIN: "):
             self.pin = event.text.removeprefix("PIN: ")
@@ -157,6 +162,10 @@ class Dashboard:
 
     def _command(self, key: str) -> events.Command | None:
         count = len(self.order)
+        if key in ("q", "Q"):
+            return events.Command("quit")
+        if not count:  # every app was removed from devrun.yaml
+            return None
         if key == "up":
             self.selected = (self.selected - 1) % count
         elif key == "down":
@@ -169,8 +178,6 @@ class Dashboard:
             return events.Command("restart", self.order[self.selected])
         elif key == "R":
             return events.Command("restart")
-        elif key in ("q", "Q"):
-            return events.Command("quit")
         return None
 
     # -- drawing (rich's refresh thread) -------------------------------------------------
@@ -234,13 +241,15 @@ class Dashboard:
         log_lines = [Text.assemble((time.strftime("%H:%M:%S", time.localtime(at)) + " ", "dim"),
                                    (f"{app or 'devrun'} ", "bold"), text)
                      for at, app, text in list(self.log)[-(log_h - 2):]]
-        selected = self.apps[self.order[self.selected]]
+        lower: RenderableType = Panel(Text("no apps in devrun.yaml", style="dim"))
+        if self.order:
+            lower = self._lower(self.apps[self.order[self.selected]], lower_h - 2)
         layout = Layout()
         layout.split_column(
             Layout(header, size=1),
             Layout(table, size=rows_h),
             Layout(Panel(Group(*log_lines), title="events", title_align="left"), size=log_h),
-            Layout(self._lower(selected, lower_h - 2), size=lower_h),
+            Layout(lower, size=lower_h),
         )
         return layout
 

@@ -251,4 +251,6 @@ class ForkLauncher:
         if self.cache is not None:
             with contextlib.suppress(OSError):
                 self.cache.parent.mkdir(mode=0o700, exist_ok=True)
-                self.cache.write_text(json.dumps(names))
+                fd = os.open(self.cache, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # .devrun/ is the owner's
+                with open(fd, "w") as f:
+                    f.write(json.dumps(names))

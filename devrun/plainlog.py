@@ -61,7 +61,7 @@ def describe(event: events.Event) -> Text | None:
             return Text(f"error: {clean(summary)} (serving an error page until a change fixes it)", style="red")
         case events.Notice(text=text, level=level):
             return Text(clean(text), style={"error": "red", "warning": "yellow"}.get(level, ""))
-    return None  # Stopped, StateChanged: the other lines already say it
+    return None  # Stopped, StateChanged, AppsChanged, ConfigRejected: notices and other lines say it
 
 
 class PlainLog:
@@ -71,6 +71,11 @@ class PlainLog:
         self.colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
 
     def handle(self, event: events.Event) -> None:
+        if isinstance(event, events.AppsChanged):  # devrun.yaml was edited: new names get a colour
+            for name, _ in event.apps:
+                self.colors.setdefault(name, COLORS[len(self.colors) % len(COLORS)])
+                self.width = max(self.width, len(name))
+            return
         body = describe(event)
         if body is not None:
             app = event.app

@@ -7,6 +7,7 @@ It never imports user code and is never monkey-patched.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import secrets
 import signal
@@ -16,16 +17,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from devrun import events, process, sockets
-from devrun.config import App, Config, is_loopback
+from devrun import control, daemon, events, process, sockets
+from devrun.applog import AppLogs, LogView
+from devrun.config import App, Config, ConfigError, is_loopback, load_config
+from devrun.control import ControlServer
 from devrun.fallback import Fallback
 from devrun.forking import ForkLauncher
 from devrun.patterns import Matcher
 from devrun.process import ChildMessage, ChildOutput
+from devrun.remote import RemoteView
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
 from devrun.watcher import Batch, Watcher
 
 TICK = 0.1
+CONFIG_KEY = "\0devrun.yaml"  # the watcher's key for the config file: never an app's name
+CONFIG_DELAY = 0.2  # an editor may write the file in several steps
+LOG_BYTES_ENV = "DEVRUN_LOG_MAX_BYTES"  # each app's log file size before it rotates (3 kept)
 # Items waiting for the main thread beyond which child output and request lines are dropped.
 MAX_BACKLOG = 20_000
 
@@ -40,6 +47,11 @@ class FilesChanged:
     batch: Batch
 
 
+@dataclass(frozen=True)
+class ConfigChanged:
+    """devrun.yaml was saved."""
+
+
 def new_pin() -> str:
     """A random debugger PIN for this run (never derived from machine data)."""
     digits = f"{secrets.randbelow(10**9):09d}"
@@ -47,18 +59,29 @@ def new_pin() -> str:
 
 
 class Runner:
-    def __init__(self, config: Config, names: Sequence[str], views: Sequence[View]):
+    def __init__(self, config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = False):
         self.config = config
-        self.apps: list[App] = [config.apps[n] for n in names]
+        # The apps asked for on the command line; None: every app, also those an edit adds.
+        self.selected: list[str] | None = list(names) if names is not None else None
         self.views = list(views)
+        self.control = control  # the control socket, app logs and the one-runner lock
         self.inbox: queue.Queue[object] = queue.Queue()
         self.supervisors: dict[str, AppSupervisor] = {}
-        self.listeners: list[socket.socket] = []
+        self.listeners: dict[str, socket.socket] = {}
+        self.launchers: dict[str, ForkLauncher] = {}
+        self.leaving: list[AppSupervisor] = []  # removed by a config edit, still stopping
         self.stop_requested = 0
         self.pin = new_pin()
-        self.launchers: list[ForkLauncher] = []
+        self.pin_shown = False
         self.dropped: dict[str, int] = {}
         self.subreaper = False
+        self.watcher: Watcher | None = None
+        self.remote: RemoteView | None = None
+
+    @property
+    def apps(self) -> list[App]:
+        """The apps of the current config that this runner serves."""
+        return [app for name, app in self.config.apps.items() if self.selected is None or name in self.selected]
 
     def post_child(self, item: object) -> None:
         """From a generation's reader threads. Output and request lines are dropped (and
@@ -91,18 +114,25 @@ class Runner:
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        watcher = Watcher(lambda app, batch: self.inbox.put(FilesChanged(app, batch)),
-                          lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
+        self.watcher = watcher = Watcher(self._on_batch,
+                                         lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
-            with contextlib.ExitStack() as screens:
+            with contextlib.ExitStack() as stack:
+                if self.control:
+                    self._serve_control(stack)
                 for view in self.views:
                     running = getattr(view, "running", None)
                     if running is not None:  # an interactive view: draws and reads keys meanwhile
-                        screens.enter_context(running(self.inbox.put))
-                self._start(watcher)
+                        stack.enter_context(running(self.inbox.put))
+                if any(a.config.reload == "fork" for a in self.apps):
+                    self.subreaper = process.become_subreaper()
+                for app in self.apps:
+                    self._add_app(app)
                 if not self.supervisors:
                     self.notice("no app could start", "error")
                     return 1
+                if self.control:
+                    watcher.watch_file(CONFIG_KEY, str(self.config.file), CONFIG_DELAY)
                 watcher.start()
                 while not self.stop_requested:
                     self._step(time.monotonic() + TICK)
@@ -114,52 +144,102 @@ class Runner:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for listener in self.listeners:
+            for listener in self.listeners.values():
                 listener.close()
 
-    def _start(self, watcher: Watcher) -> None:
-        if any(a.config.reload == "fork" for a in self.apps):
-            self.subreaper = process.become_subreaper()
-        if any(a.config.debug.enabled and a.config.debug.pin for a in self.apps):
+    def _serve_control(self, stack: contextlib.ExitStack) -> None:
+        """The one-runner lock, per-app log files and the control socket, in `.devrun/`."""
+        lock = daemon.RunnerLock(self.config.file)
+        lock.acquire()  # AlreadyRunning before anything has started
+        stack.callback(lock.release)
+        state = daemon.state_dir(self.config.file)
+        logs = AppLogs(state / daemon.LOG_DIR, max_bytes=int(os.environ.get(LOG_BYTES_ENV, "") or 1_000_000))
+        stack.callback(logs.close)
+        self.views.append(LogView(logs))
+        self.remote = RemoteView([(a.name, a.url) for a in self.apps], self.inbox.put, self._info())
+        self.views.append(self.remote)
+        path = control.socket_path(state)
+        server = ControlServer(path, self.remote.handlers(), self.remote.streams())
+        server.start()
+        stack.callback(server.close)
+        link = state / "control.sock"
+        if path != link:  # too long a path for a socket: a link in .devrun/ says where it is
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(path)
+            stack.callback(lambda: link.unlink(missing_ok=True))
+
+    def _info(self) -> dict[str, object]:
+        return {"pid": os.getpid(), "config": str(self.config.file), "started": time.time(),
+                "pin": self.pin if any(a.config.debug.enabled and a.config.debug.pin for a in self.apps) else None,
+                "configured": list(self.config.apps)}
+
+    def _on_batch(self, key: str, batch: Batch) -> None:
+        self.inbox.put(ConfigChanged() if key == CONFIG_KEY else FilesChanged(key, batch))
+
+    # -- apps --------------------------------------------------------------------------------
+
+    def _add_app(self, app: App, listener: socket.socket | None = None) -> None:
+        cfg = app.config
+        if cfg.debug.enabled and cfg.debug.pin and not self.pin_shown:
+            self.pin_shown = True
             self.notice(f"PIN: {self.pin}")
-        for app in self.apps:
-            cfg = app.config
-            if cfg.debug.enabled and cfg.debug.allow_remote and not is_loopback(cfg.host):
-                self.notice(f"WARNING: the debugger on {cfg.host}:{cfg.port} lets anyone who can "
-                            "reach it run code on this machine (debug.allow_remote is on)", "warning", app.name)
-            if cfg.live and not is_loopback(cfg.host):
-                self.notice(f"WARNING: live reload on {cfg.host}:{cfg.port} is reachable from other machines "
-                            "(allow_remote is on)", "warning", app.name)
-            if cfg.debug.enabled and not cfg.debug.pin:
-                self.notice("debugger PIN is off: any local user can run code through the console",
-                            "warning", app.name)
+        if cfg.debug.enabled and cfg.debug.allow_remote and not is_loopback(cfg.host):
+            self.notice(f"WARNING: the debugger on {cfg.host}:{cfg.port} lets anyone who can "
+                        "reach it run code on this machine (debug.allow_remote is on)", "warning", app.name)
+        if cfg.live and not is_loopback(cfg.host):
+            self.notice(f"WARNING: live reload on {cfg.host}:{cfg.port} is reachable from other machines "
+                        "(allow_remote is on)", "warning", app.name)
+        if cfg.debug.enabled and not cfg.debug.pin:
+            self.notice("debugger PIN is off: any local user can run code through the console",
+                        "warning", app.name)
+        if listener is None:
             try:
                 listener = sockets.bind(cfg.host, cfg.port)
             except sockets.PortInUse as exc:
                 self.notice(f"cannot listen: {exc}; choose another port in devrun.yaml", "error", app.name)
-                continue
+                return
             except OSError as exc:
                 self.notice(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "error", app.name)
-                continue
-            self.listeners.append(listener)
-            env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
-            launcher = self._launcher(app, listener, env)
-            sup = AppSupervisor(app, listener, env, self.emit, self.post_child,
-                                fallback=Fallback(app.name, listener),
-                                spawn=launcher.spawn if launcher else process.spawn,
-                                learn=launcher.learn if launcher else None)
-            if launcher:
-                self.launchers.append(launcher)
-            self.supervisors[app.name] = sup
+                return
+        self.listeners[app.name] = listener
+        env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
+        launcher = self._launcher(app, listener, env)
+        sup = AppSupervisor(app, listener, env, self.emit, self.post_child,
+                            fallback=Fallback(app.name, listener),
+                            spawn=launcher.spawn if launcher else process.spawn,
+                            learn=launcher.learn if launcher else None)
+        if launcher:
+            self.launchers[app.name] = launcher
+        self.supervisors[app.name] = sup
+        if self.watcher is not None:
             live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore) if cfg.live else None
-            watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), cfg.reload_delay,
-                        live)
-        for sup in self.supervisors.values():
-            sup.start()
+            self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore),
+                             cfg.reload_delay, live)
+        sup.start()
+
+    def _remove_app(self, name: str, keep_listener: bool = False) -> socket.socket | None:
+        """Stop an app for good (a config edit removed or changed it); returns its listener
+        when asked to keep it (same address: the port never closes)."""
+        if self.watcher is not None:
+            self.watcher.remove(name)
+        launcher = self.launchers.pop(name, None)
+        if launcher is not None:
+            launcher.close()
+        sup = self.supervisors.pop(name)
+        sup.stop()
+        self.leaving.append(sup)
+        listener = self.listeners.pop(name)
+        if keep_listener:
+            return listener
+        listener.close()  # the port closes once its retiring generations are gone
+        return None
 
     def _launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> ForkLauncher | None:
         if app.config.reload != "fork":
             return None
+        if not self.subreaper:
+            self.subreaper = process.become_subreaper()
         if not self.subreaper:
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
             return None
@@ -170,6 +250,44 @@ class Runner:
         cache = self.config.file.parent / ".devrun" / f"preload-{app.name}.json"
         return ForkLauncher(app, listener, env, notice, cache)
 
+    def _apply_config(self) -> None:
+        """devrun.yaml was saved: start what was added, stop what was removed, restart what
+        changed, leave the rest running. An invalid file changes nothing."""
+        try:
+            new = load_config(self.config.file)
+        except ConfigError as exc:
+            problems = tuple(str(p) for p in exc.problems)
+            self.emit(events.ConfigRejected("", problems))
+            self.notice(f"{self.config.file.name} not applied; the running apps keep the previous config",
+                        "error")
+            for problem in problems:
+                self.notice(problem, "error")
+            return
+        except OSError as exc:
+            self.emit(events.ConfigRejected("", (f"{self.config.file}: {exc.strerror or exc}",)))
+            self.notice(f"{self.config.file.name} cannot be read ({exc.strerror or exc}); nothing changed", "error")
+            return
+        old, self.config = self.config, new
+        wanted = {app.name: app for app in self.apps}
+        for name in [n for n in self.supervisors if n not in wanted]:
+            self.notice(f"removed from {new.file.name}: stopping", "info", name)
+            self._remove_app(name)
+        for name, app in wanted.items():
+            before = old.apps.get(name)
+            if name in self.supervisors and before != app:
+                assert before is not None
+                same = (before.config.host, before.config.port) == (app.config.host, app.config.port)
+                self.notice(f"changed in {new.file.name}: restarting", "info", name)
+                self._add_app(app, self._remove_app(name, keep_listener=same))
+            elif name not in self.supervisors and before is None:
+                self.notice(f"added to {new.file.name}: starting", "info", name)
+                self._add_app(app)
+        if self.remote is not None:
+            self.remote.info.update(configured=list(new.apps))
+        self.emit(events.AppsChanged("", tuple((n, s.app.url) for n, s in self.supervisors.items())))
+
+    # -- the loop ----------------------------------------------------------------------------
+
     def _step(self, until: float) -> None:
         """Handle inbox items until `until`, then give every supervisor a tick."""
         while (left := until - time.monotonic()) > 0 and not self.stop_requested:
@@ -178,23 +296,29 @@ class Runner:
             except queue.Empty:
                 break
             self._dispatch(item)
-        for sup in self.supervisors.values():
+        for sup in self._all_supervisors():
             sup.tick()
+        self.leaving = [sup for sup in self.leaving if not sup.done]
         self._report_dropped()
         if self.subreaper:
             process.reap_orphans()
+
+    def _all_supervisors(self) -> list[AppSupervisor]:
+        return [*self.supervisors.values(), *self.leaving]
 
     def _dispatch(self, item: object) -> None:
         if isinstance(item, events.Event):  # from another thread, for the views
             self.emit(item)
             return
         if isinstance(item, events.Command):
-            if item.verb == "quit":
-                self.stop_requested += 1
-            elif item.verb == "restart":
-                for name, sup in self.supervisors.items():
-                    if item.app in (None, name):
-                        sup.restart()
+            try:
+                self._command(item)
+            finally:
+                if item.done is not None:
+                    item.done.set()
+            return
+        if isinstance(item, ConfigChanged):
+            self._apply_config()
             return
         if isinstance(item, FilesChanged):
             sup = self.supervisors.get(item.app)
@@ -204,27 +328,58 @@ class Runner:
                 sup.refresh(item.batch.live)
             return
         gen = getattr(item, "generation", None)
-        if gen is not None and gen.app in self.supervisors:
-            self.supervisors[gen.app].handle(item)
+        if gen is None:
+            return
+        for sup in self._all_supervisors():  # a leaving app's generations still report their exit
+            if gen in (sup.pending, sup.current, *sup.retiring):
+                sup.handle(item)
+                return
+
+    def _command(self, command: events.Command) -> None:
+        if command.verb == "quit":
+            self.stop_requested += 1
+            return
+        if command.verb == "start" and command.app is not None and command.app not in self.supervisors:
+            app = self.config.apps.get(command.app)
+            if app is not None:  # in devrun.yaml but not started by `up APP ...`
+                if self.selected is not None:
+                    self.selected.append(app.name)
+                self._add_app(app)
+                self.emit(events.AppsChanged("", tuple((n, s.app.url) for n, s in self.supervisors.items())))
+            return
+        for name, sup in self.supervisors.items():
+            if command.app not in (None, name):
+                continue
+            if command.verb == "restart":
+                sup.restart()
+            elif command.verb == "stop":
+                sup.stop(final=False)
+            elif command.verb == "start" and sup.stopping:
+                sup.start()
 
     def _shutdown(self, watcher: Watcher) -> int:
         watcher.stop()
-        for launcher in self.launchers:
+        for launcher in self.launchers.values():
             launcher.close()
         for sup in self.supervisors.values():
             sup.stop()
-        grace = max((s.app.config.graceful_timeout for s in self.supervisors.values()), default=0)
+        sups = self._all_supervisors()
+        grace = max((s.app.config.graceful_timeout for s in sups), default=0)
         deadline = time.monotonic() + grace + KILL_MARGIN + 2
         seen = self.stop_requested
-        while not all(s.done for s in self.supervisors.values()) and time.monotonic() < deadline:
+        while not all(s.done for s in sups) and time.monotonic() < deadline:
             if self.stop_requested > seen:  # a second Ctrl-C: no more waiting
-                for sup in self.supervisors.values():
+                for sup in sups:
                     for gen in sup.retiring:
                         gen.kill()
                 seen = self.stop_requested
             with contextlib.suppress(queue.Empty):
-                self._dispatch(self.inbox.get(timeout=TICK))
-            for sup in self.supervisors.values():
+                item = self.inbox.get(timeout=TICK)
+                if not isinstance(item, events.Command | ConfigChanged | FilesChanged):
+                    self._dispatch(item)
+                elif isinstance(item, events.Command) and item.done is not None:
+                    item.done.set()
+            for sup in sups:
                 sup.tick()
         self._kill_all()
         for sup in self.supervisors.values():
@@ -232,12 +387,12 @@ class Runner:
         return 0
 
     def _kill_all(self) -> None:
-        for sup in self.supervisors.values():
+        for sup in self._all_supervisors():
             for gen in (sup.pending, sup.current, *sup.retiring):
                 if gen is not None and not gen.exited:
                     gen.kill()
 
 
-def run_apps(config: Config, names: Sequence[str], views: Sequence[View]) -> int:
-    return Runner(config, names, views).run()
+def run_apps(config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = True) -> int:
+    return Runner(config, names, views, control).run()
 

@@ -109,6 +109,7 @@ class AppSupervisor:
 
     def start(self) -> None:
         self.stopping = False
+        self.failures = 0
         self._launch()
 
     def reload(self, paths: tuple[str, ...]) -> None:
@@ -151,15 +152,23 @@ class AppSupervisor:
         if not self.stopping:
             self._reload_now(())
 
-    def stop(self) -> None:
+    def stop(self, final: bool = True) -> None:
+        """Retire every generation. final: the runner is done with this app; otherwise it was
+        stopped by request (`devrun stop`) and its port says so until `devrun start`."""
         self.stopping = True
         self.restart_at = None
+        self.held.clear()
+        self.held_until = None
         for gen in (self.pending, self.current):
             if gen is not None:
                 self._retire(gen)
         self.pending = self.current = None
         if self.fallback is not None:
-            self.fallback.close()
+            if final:
+                self.fallback.close()
+            else:
+                self.fallback.answer("stopped", f"The app was stopped with `devrun stop {self.name}`; "
+                                     f"`devrun start {self.name}` starts it again.")
         self._set(State.STOPPED)
 
     @property

@@ -244,9 +244,11 @@ def test_every_event_type_but_stopped_and_state_prints_one_prefixed_line() -> No
         events.Pages("web", 1),
         events.Stopped("web"),
         events.StateChanged("web", "ready", 10),  # the lines around it say it already
+        events.AppsChanged("", (("web", "http://127.0.0.1:5000/"),)),  # so do the runner's notices
+        events.ConfigRejected("", ("devrun.yaml:3:5: apps.web.port: bad",)),
     ]
     lines = render(["web"], *evs).splitlines()
-    assert len(lines) == len(evs) - 2
+    assert len(lines) == len(evs) - 4
     assert all(line.startswith("web    | ") for line in lines)  # padded to len("devrun")
     covered = {type(ev) for ev in evs}
     defined = {c for c in vars(events).values() if isinstance(c, type) and issubclass(c, events.Event)}
