@@ -90,6 +90,7 @@ class Dashboard:
         self.selected = 0
         self.pane = "requests"
         self.pin = ""
+        self.config_problem = ""  # an edit of devrun.yaml that was not applied
         self.lock = threading.Lock()
         self.post: Callable[[object], None] = lambda item: None
         self.version = 0  # bumped by every change: redraw only when something changed
@@ -102,7 +103,10 @@ class Dashboard:
             self.version += 1
 
     def _update(self, event: events.Event) -> None:
+        if isinstance(event, events.ConfigRejected):
+            self.config_problem = event.problems[0] if event.problems else "invalid"
         if isinstance(event, events.AppsChanged):  # devrun.yaml was edited, or attached to a runner
+            self.config_problem = ""
             self.apps = {name: self.apps.get(name) or AppView(name, url) for name, url in event.apps}
             self.order = [name for name, _ in event.apps]
             self.selected = min(self.selected, max(len(self.order) - 1, 0))
@@ -232,6 +236,8 @@ class Dashboard:
         header = Text.assemble(("devrun", "bold"), f"  {len(self.order)} app(s)",
                                (f"  PIN {self.pin}" if self.pin else ""),
                                ("   ↑↓/1-9 select  r restart  R all  l pane  q quit", "dim"))
+        if self.config_problem:  # it stays in sight until an edit is applied
+            header = Text.assemble(("config not applied: ", "bold red"), (self.config_problem, "red"))
         # As tall as the table really is: a long error summary takes more than one line.
         measure = Console(width=width, file=io.StringIO(), color_system=None)
         rows_h = len(measure.render_lines(table, measure.options, pad=False))

@@ -227,3 +227,19 @@ def test_sigterm_gives_the_terminal_back(tmp_path: Path, devrun: Callable[..., o
         assert not port_open(port)
     finally:
         term.kill()
+
+
+def test_an_edit_of_devrun_yaml_adds_and_removes_rows_and_a_rejected_one_stays_in_sight() -> None:
+    d = Dashboard([("web", "http://127.0.0.1:5000/"), ("api", "http://127.0.0.1:5001/")])
+    d.handle(events.Ready("web", 7, "http://127.0.0.1:5000/", 5))
+    d.key("2")
+    d.handle(events.ConfigRejected("", ("devrun.yaml:3:9: apps.api.port: should be an integer",)))
+    assert "config not applied: devrun.yaml:3:9: apps.api.port" in screen(d)
+    d.handle(events.AppsChanged("", (("web", "http://127.0.0.1:5000/"), ("new", "http://127.0.0.1:5002/"))))
+    text = screen(d)
+    assert "config not applied" not in text and " new " in text and " api " not in text
+    assert "7" in text.split(" web ")[1].split("\n")[0]  # web kept its state (pid 7)
+    d.handle(events.AppsChanged("", ()))
+    assert "no apps in devrun.yaml" in screen(d)
+    d.key("r")  # nothing to restart: no crash, no command
+    d.key("down")

@@ -176,3 +176,47 @@ def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches
         assert "second.py" in paths
     finally:
         w.stop()
+
+
+def test_live_reload_files_come_apart_from_code_and_share_the_ignores(tmp_path: Path) -> None:
+    from devrun.watcher import Batch as WatchBatch
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "node_modules" / "templates").mkdir(parents=True)
+    got: queue.Queue[tuple[str, WatchBatch]] = queue.Queue()
+    w = Watcher(lambda app, batch: got.put((app, batch)))
+    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05, live=Matcher(tmp_path, ["**/templates/**"]))
+    w.start()
+    try:
+        assert str(tmp_path / "node_modules") not in w.apps["app"].watches  # pruned for both
+        (tmp_path / "templates" / "page.html").write_text("x")
+        app, batch = got.get(timeout=10)
+        assert (app, batch.code, batch.live) == ("app", (), ("templates/page.html",))
+        (tmp_path / "views.py").write_text("x")
+        (tmp_path / "templates" / "page.html").write_text("y")
+        _, batch = got.get(timeout=10)
+        assert batch.code == ("views.py",) and batch.live == ("templates/page.html",)
+    finally:
+        w.stop()
+
+
+def test_the_config_file_is_watched_alone_and_a_removed_app_is_not_watched(tmp_path: Path, batches) -> None:
+    (tmp_path / "devrun.yaml").write_text("apps: {}\n")
+    w = Watcher(lambda key, batch: batches.put((key, batch.paths)))
+    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+    w.watch_file("config", str(tmp_path / "devrun.yaml"), 0.05)
+    w.start()
+    try:
+        (tmp_path / "other.yaml").write_text("x")
+        tmp = tmp_path / "devrun.yaml.tmp"  # an editor's atomic save
+        tmp.write_text("apps: {a: 1}\n")
+        os.replace(tmp, tmp_path / "devrun.yaml")
+        assert next_batch(batches) == ("config", ("devrun.yaml",))
+        w.remove("app")
+        assert "app" not in w.apps
+        (tmp_path / "app.py").write_text("x")
+        (tmp_path / "devrun.yaml").write_text("apps: {}\n")
+        assert next_batch(batches) == ("config", ("devrun.yaml",))  # the app's change never came
+        assert_quiet(batches)
+    finally:
+        w.stop()
