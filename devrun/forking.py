@@ -120,12 +120,14 @@ class ForkServer:
             self.state = "gone"
         return self.state
 
-    def fork(self, number: int, listener: socket.socket, post: Post) -> Generation:
+    def fork(self, number: int, listener: socket.socket, post: Post, spare: bool = False) -> Generation:
+        """A new generation; a spare one waits for its spec (see ForkLauncher.refill)."""
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
         control_r, control_w = process.control_pipe()
         try:
-            spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
+            spec = {**process.generation_spec(self.app, number, listener), "report_modules": True,
+                    "spare": spare}
             self._send({"fork": spec}, [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
             for fd in (event_r, out_r, control_w):
@@ -149,6 +151,20 @@ class ForkServer:
             raise ForkServerGone("no answer from the fork server")
         child = ForkedChild(int(reply["pid"]), out_r)  # type: ignore[arg-type]
         return process.watch(Generation(self.app.name, number, child, control=control_w), event_r, post)
+
+    def check(self) -> None:
+        """Raise Stale if a preloaded file or the installed packages changed since it started."""
+        self._send({"check": True})
+        try:
+            reply = self._reply(FORK_TIMEOUT)
+        except ValueError:
+            reply = None
+        if reply is not None and "stale" in reply:
+            self.state = "gone"
+            raise Stale(str(reply["stale"]))
+        if reply is None or not reply.get("ok"):
+            self.state = "gone"
+            raise ForkServerGone("no answer from the fork server")
 
     def close(self) -> None:
         """Retire it. Its generations live on (each leads its own session); the server itself
@@ -181,8 +197,48 @@ class ForkLauncher:
         # now, its preloading would only compete with that generation for the CPU.
         self.server: ForkServer | None = None
         self.next: ForkServer | None = None
+        # A generation forked ahead of time by self.server, waiting for its spec: a reload then
+        # costs a staleness check (a round trip) instead of a fork (about 10 ms here).
+        self.spare: Generation | None = None
+        self.post: Post | None = None
+
+    def refill(self) -> None:
+        """Fork a spare if there is none (called when the app is idle, never on a reload's path)."""
+        if self.spare is not None and not self.spare.exited:
+            return
+        self._promote_next()
+        server = self.server
+        if self.post is None or server is None or server.poll() != "ready":
+            return
+        try:
+            self.spare = server.fork(0, self.listener, self.post, spare=True)
+        except Stale as exc:
+            self.notice(f"fork server: {exc} changed; restarting it", "info")
+            self._replace(server.preload)
+        except ForkServerGone as exc:
+            self._died(str(exc), spawning=False)
+
+    def _adopt_spare(self, server: ForkServer, number: int, listener: socket.socket) -> Generation | None:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        if spare.exited or server is not self.server:
+            self._drop(spare)
+            return None
+        server.check()  # Stale / ForkServerGone: the spare is as stale as its server
+        spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
+        spare.number = number
+        if not spare.tell({"spec": spec}):
+            self._drop(spare)
+            return None
+        return spare
+
+    def _drop(self, spare: Generation | None) -> None:
+        if spare is not None and not spare.exited:
+            spare.kill()
 
     def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post) -> Generation:
+        self.post = post
         self._promote_next()
         server = self.server
         if server is not None:
@@ -195,7 +251,7 @@ class ForkLauncher:
                 self._replace([m for m in server.preload if m != culprit])
             elif state == "ready":
                 try:
-                    return server.fork(number, listener, post)
+                    return self._adopt_spare(server, number, listener) or server.fork(number, listener, post)
                 except Stale as exc:
                     self.notice(f"fork server: {exc} changed; restarting it", "info")
                     self._replace(server.preload)
@@ -220,7 +276,9 @@ class ForkLauncher:
         self.next = ForkServer(self.app, self.listener, self.env, learned)
 
     def close(self) -> None:
-        """Stop its servers and wait for them: none may outlive the runner."""
+        """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
+        self._drop(self.spare)
+        self.spare = None
         for server in (self.server, self.next):
             if server is not None:
                 server.close()
@@ -231,19 +289,26 @@ class ForkLauncher:
             if self.server is not None:
                 self.server.close()
             self.server, self.next = self.next, None
+            self._drop(self.spare)  # forked by the old server: checked against what it preloaded
+            self.spare = None
 
     def _replace(self, preload: list[str]) -> None:
+        self._drop(self.spare)
+        self.spare = None
         if self.server is not None:
             self.server.close()
         self.server = ForkServer(self.app, self.listener, self.env, preload)
 
-    def _died(self, why: str) -> None:
+    def _died(self, why: str, spawning: bool = True) -> None:
+        self._drop(self.spare)
+        self.spare = None
         self.failures += 1
         if self.failures > MAX_TAINTS:
             self.notice(f"fork server died ({why}) too often; using spawn from now on", "error")
             self.server = None
             return
-        self.notice(f"fork server died ({why}); this generation is spawned, and a new server starts", "warning")
+        now = "this generation is spawned, and " if spawning else ""
+        self.notice(f"fork server died ({why}); {now}a new server starts", "warning")
         self._replace(self.server.preload if self.server else [])
 
     def _store(self, names: list[str]) -> None:

@@ -32,6 +32,7 @@ from devrun.watcher import Batch, Watcher
 TICK = 0.1
 CONFIG_KEY = "\0devrun.yaml"  # the watcher's key for the config file: never an app's name
 CONFIG_DELAY = 0.2  # an editor may write the file in several steps
+SPARE_AFTER = 0.2  # seconds after a generation started before the next one's spare is forked
 LOG_BYTES_ENV = "DEVRUN_LOG_MAX_BYTES"  # each app's log file size before it rotates (3 kept)
 # Items waiting for the main thread beyond which child output and request lines are dropped.
 MAX_BACKLOG = 20_000
@@ -299,6 +300,14 @@ class Runner:
         for sup in self._all_supervisors():
             sup.tick()
         self.leaving = [sup for sup in self.leaving if not sup.done]
+        for name, launcher in self.launchers.items():
+            sup = self.supervisors[name]
+            gen = sup.current
+            # A spare generation for the next reload, forked while the app is idle: not right
+            # after a reload, when the browser's requests want the CPU.
+            if (gen is not None and gen.going and sup.pending is None and not sup.stopping
+                    and time.monotonic() - gen.started > SPARE_AFTER):
+                launcher.refill()
         self._report_dropped()
         if self.subreaper:
             process.reap_orphans()

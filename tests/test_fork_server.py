@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -47,14 +46,21 @@ def cmdline(pid: int) -> str:
 
 
 def forkserver_pids(d: Devrun) -> list[int]:
-    """The runner's children that are fork servers: forked generations carry the same command
-    line, so those the runner named as generations are left out."""
+    """The runner's children that are fork servers (generations, spare or serving, carry the
+    same command line but another process name)."""
     from tests.helpers import descendants
 
     assert d.proc is not None
-    generations = {int(pid) for pid in re.findall(r"\(pid (\d+), generation", d.output)}
-    return [p for p in descendants(d.proc.pid) if "--forkserver" in cmdline(p) and p not in generations and
-            int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]) == d.proc.pid]
+    return [p for p in descendants(d.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "devrun-forksrv"]
+
+
+def spare_pid(d: Devrun, serving: int) -> int | None:
+    from tests.helpers import descendants
+
+    assert d.proc is not None
+    spares = [p for p in descendants(d.proc.pid) if p != serving
+              and Path(f"/proc/{p}/comm").read_text().strip() == "devrun-gen"]
+    return spares[0] if len(spares) == 1 else None
 
 
 def reload_to(tmp: Path, port: int, version: int, extra_import: str = "") -> str:
@@ -164,3 +170,16 @@ def test_the_fork_server_never_holds_the_port_and_stops_with_the_runner(
     assert not any(Path(f"/proc/{pid}").exists() and "Z" not in
                    Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1] for pid in servers)
     assert not listening_inodes(port)
+
+
+def test_a_reload_adopts_the_spare_forked_while_the_app_was_idle(
+        tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = setup(tmp_path)
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    version, text = wait_forked(tmp_path, port, 1)
+    serving = int(text.split()[-1])
+    spare = wait_for(lambda: spare_pid(d, serving), 15, "a spare generation")
+    text = reload_to(tmp_path, port, version + 1)
+    assert int(text.split()[-1]) == spare  # the spare became the new generation
+    assert text.startswith(f"v{version + 1} h1 ")  # with the code saved after it was forked

@@ -9,6 +9,12 @@ Protocol over a Unix socket with the runner, one JSON line each way:
             app's listening socket (the server itself never keeps it) and the runner's
             control pipe to the generation
   server -> {"pid": pid} or {"stale": path}
+  runner -> {"check": true}   (before a spare generation is handed its spec)
+  server -> {"ok": true} or {"stale": path}
+
+A generation forked with "spare": true is a warm spare: set up, and waiting for its full spec on
+its control pipe before it imports anything of the project. The runner keeps one per app and
+hands it the next reload's spec, so a reload does not wait for a fork.
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
 whose file is in the project is never imported here (it would be served stale).
@@ -16,6 +22,7 @@ whose file is in the project is never imported here (it would be served stale).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -86,11 +93,23 @@ def changed(stamps: dict[str, int]) -> str | None:
     return None
 
 
+def set_name(name: bytes) -> None:
+    """The process's short name (`ps -o comm`, top): fork server and generations share one
+    command line, and this tells them apart. Linux only; elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def send(sock: socket.socket, msg: dict[str, Any]) -> None:
     sock.sendall(json.dumps(msg).encode() + b"\n")
 
 
 def main() -> int:
+    set_name(b"devrun-forksrv")
     sock = _Socket(fileno=int(os.environ.pop(SOCK_ENV)))
     sock.setblocking(True)
     lifeline = int(os.environ["DEVRUN_LIFELINE_FD"])
@@ -110,6 +129,9 @@ def main() -> int:
         send(sock, {"tainted": culprit[0], "module": culprit[1]})
         return 0
     stamps = snapshot()
+    # Everything preloaded moves to the collector's permanent generation: a generation's
+    # collections then never walk (and so never write to, and copy) the pages it shares with us.
+    gc.freeze()
     send(sock, {"ready": len(sys.modules), "ms": round((time.monotonic() - t0) * 1000, 1)})
 
     # Exited first-level children are reaped here; their own children (the generations) belong
@@ -131,6 +153,9 @@ def main() -> int:
                 os.close(fd)
             send(sock, {"stale": stale})
             return 0
+        if "check" in request:
+            send(sock, {"ok": True})
+            continue
         send(sock, {"pid": spawn_generation(request["fork"], fds, sock)})
         for fd in fds:
             os.close(fd)
@@ -162,6 +187,20 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) 
     return pid
 
 
+def wait_for_spec(fd: int) -> dict[str, Any]:
+    """A spare's first line on its control pipe: the spec of the generation it becomes. The
+    runner sends nothing else before the generation is serving; anything read past the line is
+    handed on to the reader of later messages all the same."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 65536)
+        if not chunk:  # the runner dropped the spare (or died): nothing to become
+            os._exit(0)
+        data += chunk
+    line, rest = data.split(b"\n", 1)
+    return {**json.loads(line)["spec"], "control_pending": rest.decode("latin-1")}
+
+
 def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket,
                       middle: int) -> None:
     code = 1
@@ -172,6 +211,7 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         while os.getppid() == middle and time.monotonic() < deadline:
             _sleep(0.0002)
         os.setsid()  # its own process group: stopping it stops what the app spawns
+        set_name(b"devrun-gen")
         sock.close()
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
@@ -181,6 +221,9 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         gevent.reinit()
         from devrun.worker.serve import run
 
+        if spec.get("spare"):  # the fds are ours, whatever numbers the runner has for them
+            spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
+                    "control_fd": spec["control_fd"]}
         spec["event_fd"] = event_fd
         code = run(spec)
     except SystemExit as exc:

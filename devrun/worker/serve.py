@@ -140,14 +140,20 @@ def close_idle(handlers: set[ReportingHandler], fresh: bool = False) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def read_commands(fd: int, hub: LiveHub | None) -> None:
+def read_commands(fd: int, hub: LiveHub | None, pending: bytes = b"") -> None:
     """The runner's messages to this generation, one JSON line each (a greenlet): for now,
     what to tell the open pages when a template or a stylesheet changed."""
     from gevent import os as gos
 
     gos.make_nonblocking(fd)
-    buf = b""
+    buf = pending
     while True:
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError, AttributeError):
+                msg = json.loads(line)
+                if hub is not None and msg.get("live") in ("reload", "css"):
+                    hub.send(msg["live"], [str(p) for p in msg.get("paths", [])])
         try:
             chunk = gos.nb_read(fd, 65536)
         except OSError:
@@ -155,12 +161,6 @@ def read_commands(fd: int, hub: LiveHub | None) -> None:
         if not chunk:
             return  # the runner closed it: it is gone, or we are
         buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                msg = json.loads(line)
-                if hub is not None and msg.get("live") in ("reload", "css"):
-                    hub.send(msg["live"], [str(p) for p in msg.get("paths", [])])
 
 
 def main() -> int:
@@ -206,7 +206,7 @@ def run(spec: dict[str, Any]) -> int:
         hub = LiveHub(f"{spec['runner_pid']}.{spec['number']}", reporter.send)
         app = LiveReload(app, hub)
     if spec.get("control_fd") is not None:
-        gevent.spawn(read_commands, spec["control_fd"], hub)
+        gevent.spawn(read_commands, spec["control_fd"], hub, spec.get("control_pending", "").encode("latin-1"))
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
