@@ -56,6 +56,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         from devrun.dashboard import Dashboard
 
         view = Dashboard([(n, config.apps[n].url) for n in names])
+    elif args.detached:  # requests and output are in the per-app logs: runner.log stays small
+        from devrun import events
+
+        view = PlainLog(names, skip=(events.Request, events.Output))
     else:
         view = PlainLog(names)
     try:
@@ -82,10 +86,12 @@ def _up_detached(config: Config, apps: list[str]) -> int:
         states = [a["state"] for a in status["apps"]]
         return bool(states) and not any(s in ("starting", "reloading") for s in states), ""
 
-    pid, problem = daemon.detach(["up", "--no-dashboard", "-c", str(config.file), *apps], config.file, settled)
+    pid, problem = daemon.detach(["up", "--no-dashboard", "--detached", "-c", str(config.file), *apps],
+                                 config.file, settled)
     if problem:
         print(f"devrun: the runner (pid {pid}) did not come up:\n{problem}", file=sys.stderr)
         return 1
+    # Exit 1 when an app is not up, though the runner stays: it picks up the fix by itself.
     status = control.request(path, "status")
     print(f"devrun: running in the background (pid {status['pid']}); "
           "`devrun status`, `devrun logs -f`, `devrun attach`, `devrun down`")
@@ -96,6 +102,8 @@ def _up_detached(config: Config, apps: list[str]) -> int:
             failed += 1
             line += f" ({app['error'] or 'see `devrun logs ' + app['name'] + '`'})"
         print(line)
+    if failed:
+        print("devrun: the runner keeps running and reloads on a fix; `devrun down` stops it")
     return 1 if failed else 0
 
 
@@ -128,7 +136,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)
     table = Table(title=f"devrun pid {status['pid']}: {status['config']}", title_justify="left")
     for column in ("app", "state", "url", "pid", "up", "reloads", "pages", "last change / error"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("app", "url"))
     for app in status["apps"]:
         note = app["error"] or ", ".join(app["last_change"][:3])
         table.add_row(app["name"], app["state"], app["url"], str(app["pid"] or "-"), _ago(app["uptime"]),
@@ -194,12 +202,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     file = _config_file(args.config)
     folder = daemon.state_dir(file) / daemon.LOG_DIR
-    apps = args.apps or applog.apps_with_logs(folder)
+    logged = applog.apps_with_logs(folder)
+    apps = args.apps or logged
     if not apps:
         print(f"devrun: no app has logged anything yet in {folder}", file=sys.stderr)
         return 1
+    unknown = [a for a in apps if a not in logged and not args.follow]
+    if unknown:
+        print(f"devrun: no logs for {', '.join(unknown)}; apps with logs: {', '.join(logged) or 'none'}",
+              file=sys.stderr)
+        return 1
     width = max(len(a) for a in apps)
-    lines = [(line, app) for app in apps for line in applog.tail(folder, app, args.lines)]
+    try:
+        lines = [(line, app) for app in apps for line in applog.tail(folder, app, args.lines)]
+    except ValueError as exc:  # a name that could not be a log file's (`../x`)
+        print(f"devrun: {exc}", file=sys.stderr)
+        return 1
     lines.sort(key=lambda item: item[0][:23])  # by the time each line starts with
     for line, app in lines[len(lines) - args.lines:] if args.lines > 0 else []:
         print(f"{app:<{width}} | {line}")
@@ -239,6 +257,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except StopIteration:
         return 1
     done = threading.Event()
+    gone = threading.Event()  # the runner ended the stream: it stopped
     view = _attached_view(first, args.no_dashboard)
 
     def read() -> None:
@@ -249,7 +268,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
                     view.handle(event)
         except control.ControlError:
             pass
-        done.set()  # the runner went away
+        gone.set()
+        done.set()
 
     opening = events.from_dict(first)
     if opening is not None:
@@ -273,7 +293,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
                 done.wait()
     except KeyboardInterrupt:
         pass
-    print("devrun: detached; the runner keeps running (`devrun down` stops it)")
+    if gone.is_set():
+        print("devrun: the runner stopped")
+    else:
+        print("devrun: detached; the runner keeps running (`devrun down` stops it)")
     return 0
 
 
@@ -363,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-dashboard", action="store_true", help="print plain log lines")
     up.add_argument("-d", "--detach", action="store_true",
                     help="run in the background; returns once the apps are up (or says which failed)")
+    up.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)  # the child of `up -d`
     up.set_defaults(func=cmd_up)
 
     config_help = f"config file (default: {CONFIG_NAME} here or above)"
@@ -414,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         count = len(exc.problems)
-        print(f"devrun: {count} problem{'s' if count != 1 else ''} in the config; nothing was started",
-              file=sys.stderr)
+        tail = "; nothing was started" if args.command == "up" else ""
+        print(f"devrun: {count} problem{'s' if count != 1 else ''} in the config{tail}", file=sys.stderr)
         return EXIT_CONFIG
     except FileNotFoundError as exc:
         print(f"devrun: {exc}", file=sys.stderr)

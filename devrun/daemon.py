@@ -39,6 +39,10 @@ def state_dir(config_file: Path) -> Path:
     folder = config_file.resolve().parent / STATE_DIR
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
+        # Logs, pid and socket are this machine's: never committed, whatever the repo ignores.
+        fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write("# devrun's state: never committed\n*\n")
     st = folder.lstat()
     if not stat.S_ISDIR(st.st_mode):
         raise OSError(f"{folder} is not a folder; remove it and run again")

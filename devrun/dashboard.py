@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devrun import events, terminal
+from devrun.appstate import AppState, follow_apps
 from devrun.plainlog import clean, describe
 
 STATE_STYLES = {
@@ -35,20 +36,10 @@ RATE_WINDOW = 5.0
 
 
 @dataclass
-class AppView:
-    name: str
-    url: str
-    state: str = "starting"
-    pid: int | None = None
-    up_since: float | None = None
-    reloads: int = 0
-    cause: tuple[str, ...] = ()
-    cause_at: float | None = None
-    cause_live: bool = False  # the last change only refreshed the browser
-    pages: int | None = None  # connected for live reload; None until the app says
-    error: str = ""
-    traceback: str = ""
-    requests: deque[events.Request] = field(default_factory=lambda: deque(maxlen=200))
+class AppView(AppState):
+    """The shared model plus what only the dashboard shows: recent requests and output."""
+
+    request_list: deque[events.Request] = field(default_factory=lambda: deque(maxlen=200))
     request_times: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     output: deque[str] = field(default_factory=lambda: deque(maxlen=500))
     collecting: list[str] | None = None  # a traceback being printed by the app
@@ -107,7 +98,7 @@ class Dashboard:
             self.config_problem = event.problems[0] if event.problems else "invalid"
         if isinstance(event, events.AppsChanged):  # devrun.yaml was edited, or attached to a runner
             self.config_problem = ""
-            self.apps = {name: self.apps.get(name) or AppView(name, url) for name, url in event.apps}
+            self.apps = follow_apps(self.apps, event, AppView)  # type: ignore[assignment]
             self.order = [name for name, _ in event.apps]
             self.selected = min(self.selected, max(len(self.order) - 1, 0))
             return
@@ -117,7 +108,8 @@ class Dashboard:
             return
         if isinstance(event, events.Request):
             if view:
-                view.requests.append(event)
+                view.apply(event)
+                view.request_list.append(event)
                 view.request_times.append(event.at)
             return
         if isinstance(event, events.Output):
@@ -127,33 +119,11 @@ class Dashboard:
         text = describe(event)
         if text is not None:
             self.log.append((event.at, event.app, text))
-        if view is None:
-            return
-        match event:
-            case events.StateChanged(state=state, pid=pid):
-                view.state = state
-                if state in ("crashed", "backing off", "stopped"):
-                    view.up_since = None
-                    view.pid = None
-            case events.Starting(pid=pid):
-                if view.pid is None:
-                    view.pid = pid
-            case events.Ready(pid=pid):
-                view.pid, view.up_since = pid, event.at
-                view.error = view.traceback = ""  # new code: the old error is history
-            case events.Reloading(paths=paths):
-                view.reloads += 1
-                view.cause, view.cause_at, view.cause_live = paths, event.at, False
-            case events.Refreshing(paths=paths):
-                view.cause, view.cause_at, view.cause_live = paths, event.at, True
-            case events.Pages(count=count):
-                view.pages = count
-            case events.AppFailed(pid=pid, summary=summary, traceback=tb):
-                view.pid, view.up_since = pid, event.at
-                view.error, view.traceback = clean(summary), tb
-            case events.Exited(expected=False, returncode=rc):
-                view.error = f"{events.describe_exit(rc)}"
-                view.traceback = "\n".join(list(view.output)[-40:])
+        if view is not None:
+            view.recent_output = list(view.output)[-40:]
+            view.apply(event)
+            if isinstance(event, events.AppFailed):
+                view.error = clean(view.error)
 
     # -- keys (key thread) ---------------------------------------------------------------
 
@@ -227,7 +197,7 @@ class Dashboard:
                 row += [Text(str(view.pid or "-")), Text(ago(now - view.up_since) if view.up_since else "-")]
             row += [Text(str(view.reloads)), note]
             if not narrow:
-                codes = " ".join(r.status for r in list(view.requests)[-3:])
+                codes = " ".join(r.status for r in list(view.request_list)[-3:])
                 row += [Text(f"{view.rate(now):.1f}"), Text(codes)]
             if live:
                 row.append(Text("-" if view.pages is None else str(view.pages)))
@@ -264,8 +234,8 @@ class Dashboard:
         title = Text.assemble((view.name, "bold"), " ", tabs)
         body: RenderableType
         if self.pane == "requests":
-            body = Group(*[describe(r) or Text("") for r in list(view.requests)[-lines:]]) \
-                if view.requests else Text("no requests yet", style="dim")
+            body = Group(*[describe(r) or Text("") for r in list(view.request_list)[-lines:]]) \
+                if view.request_list else Text("no requests yet", style="dim")
         elif self.pane == "output":
             body = Group(*[Text(line) for line in list(view.output)[-lines:]]) \
                 if view.output else Text("no output yet", style="dim")

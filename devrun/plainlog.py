@@ -65,7 +65,8 @@ def describe(event: events.Event) -> Text | None:
 
 
 class PlainLog:
-    def __init__(self, names: list[str], file: IO[str] | None = None):
+    def __init__(self, names: list[str], file: IO[str] | None = None, skip: tuple[type, ...] = ()):
+        self.skip = skip  # event types not printed (a detached runner's log leaves them to app logs)
         self.console = Console(file=file, soft_wrap=True, highlight=False, emoji=False)
         self.width = max([len(n) for n in names] + [len("devrun")])
         self.colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
@@ -76,7 +77,7 @@ class PlainLog:
                 self.colors.setdefault(name, COLORS[len(self.colors) % len(COLORS)])
                 self.width = max(self.width, len(name))
             return
-        body = describe(event)
+        body = None if isinstance(event, self.skip) else describe(event)
         if body is not None:
             app = event.app
             prefix = Text(f"{app or 'devrun':<{self.width}} | ", style=self.colors.get(app, "bold"))

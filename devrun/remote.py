@@ -16,10 +16,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from devrun import events
+from devrun.appstate import AppState, follow_apps
 from devrun.control import ControlError
 
 HISTORY = 5000  # events replayed to a dashboard that attaches
@@ -30,25 +30,18 @@ HEARTBEAT = 5.0
 Post = Callable[[object], None]
 
 
-@dataclass
-class AppStatus:
-    name: str
-    url: str
-    state: str = "starting"
-    pid: int | None = None
-    since: float | None = None  # wall-clock time it became ready
-    reloads: int = 0
-    last_change: list[str] = field(default_factory=list)
-    last_change_at: float | None = None
-    error: str = ""
-    pages: int | None = None
-    requests: int = 0
+def _row(app: AppState, now: float) -> dict[str, Any]:
+    """One app in `status`: the names are a contract (`devrun status --json`)."""
+    return {"name": app.name, "url": app.url, "state": app.state, "pid": app.pid, "since": app.up_since,
+            "uptime": round(now - app.up_since, 1) if app.up_since else None, "reloads": app.reloads,
+            "last_change": list(app.cause), "last_change_at": app.cause_at, "error": app.error,
+            "pages": app.pages, "requests": app.requests}
 
 
 class RemoteView:
     def __init__(self, apps: list[tuple[str, str]], post: Post, info: dict[str, Any]):
         self.lock = threading.Lock()
-        self.apps = {name: AppStatus(name, url) for name, url in apps}
+        self.apps = {name: AppState(name, url) for name, url in apps}
         self.order = [name for name, _ in apps]
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.subscribers: set[queue.Queue[dict[str, Any] | None]] = set()
@@ -74,46 +67,19 @@ class RemoteView:
     def _update(self, event: events.Event) -> None:
         if isinstance(event, events.AppsChanged):
             self.order = [name for name, _ in event.apps]
-            self.apps = {name: self.apps.get(name) or AppStatus(name, url) for name, url in event.apps}
+            self.apps = follow_apps(self.apps, event)
             self.config_problems = []
-            return
-        if isinstance(event, events.ConfigRejected):
+        elif isinstance(event, events.ConfigRejected):
             self.config_problems = list(event.problems)
-            return
-        status = self.apps.get(event.app)
-        if status is None:
-            return
-        match event:
-            case events.StateChanged(state=state, pid=pid):
-                status.state = state
-                if state in ("crashed", "backing off", "stopped"):
-                    status.pid = status.since = None
-            case events.Ready(pid=pid):
-                status.pid, status.since, status.error = pid, event.at, ""
-            case events.AppFailed(pid=pid, summary=summary):
-                status.pid, status.since, status.error = pid, event.at, summary
-            case events.Exited(expected=False, returncode=rc):
-                status.error = events.describe_exit(rc)
-            case events.Reloading(paths=paths):
-                status.reloads += 1
-                status.last_change, status.last_change_at = list(paths), event.at
-            case events.Refreshing(paths=paths):
-                status.last_change, status.last_change_at = list(paths), event.at
-            case events.Pages(count=count):
-                status.pages = count
-            case events.Request():
-                status.requests += 1
+        elif event.app in self.apps:
+            self.apps[event.app].apply(event)
 
     # -- verbs (control connection threads) ----------------------------------------------
 
     def status(self, args: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         with self.lock:
-            apps = []
-            for name in self.order:
-                row = asdict(self.apps[name])
-                row["uptime"] = round(now - row["since"], 1) if row["since"] else None
-                apps.append(row)
+            apps = [_row(self.apps[name], now) for name in self.order]
             return {**self.info, "apps": apps, "config_problems": list(self.config_problems)}
 
     def command(self, verb: str) -> Callable[[dict[str, Any]], Any]:
@@ -131,6 +97,10 @@ class RemoteView:
             unknown = [n for n in names if n not in known]
             if unknown:
                 raise ControlError(f"no app named {', '.join(unknown)}; apps: {', '.join(known)}")
+            with self.lock:
+                states = {n: self.apps[n].state for n in names or known if n in self.apps}
+            if verb == "start" and names and all(states.get(n) not in ("stopped", None) for n in names):
+                raise ControlError(f"already running: {', '.join(names)}")
             done = [threading.Event() for _ in names or [None]]
             for name, event in zip(names or [None], done, strict=True):
                 self.post(events.Command(verb, name, done=event))

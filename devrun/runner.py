@@ -154,7 +154,7 @@ class Runner:
         lock.acquire()  # AlreadyRunning before anything has started
         stack.callback(lock.release)
         state = daemon.state_dir(self.config.file)
-        logs = AppLogs(state / daemon.LOG_DIR, max_bytes=int(os.environ.get(LOG_BYTES_ENV, "") or 1_000_000))
+        logs = AppLogs(state / daemon.LOG_DIR, max_bytes=self._log_bytes())
         stack.callback(logs.close)
         self.views.append(LogView(logs))
         self.remote = RemoteView([(a.name, a.url) for a in self.apps], self.inbox.put, self._info())
@@ -169,6 +169,14 @@ class Runner:
                 link.unlink()
             link.symlink_to(path)
             stack.callback(lambda: link.unlink(missing_ok=True))
+
+    def _log_bytes(self) -> int:
+        text = os.environ.get(LOG_BYTES_ENV, "")
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        if text:
+            self.notice(f"{LOG_BYTES_ENV}={text!r} is not a positive number of bytes; using 1000000", "warning")
+        return 1_000_000
 
     def _info(self) -> dict[str, object]:
         return {"pid": os.getpid(), "config": str(self.config.file), "started": time.time(),
@@ -359,12 +367,14 @@ class Runner:
         for name, sup in self.supervisors.items():
             if command.app not in (None, name):
                 continue
-            if command.verb == "restart":
+            if command.verb == "restart" and not sup.stopping:
                 sup.restart()
-            elif command.verb == "stop":
-                sup.stop(final=False)
-            elif command.verb == "start" and sup.stopping:
+            elif command.verb in ("restart", "start") and sup.stopping:
+                self.notice("start (asked for)", "info", name)
                 sup.start()
+            elif command.verb == "stop" and not sup.stopping:
+                self.notice("stop (asked for)", "info", name)
+                sup.stop(final=False)
 
     def _shutdown(self, watcher: Watcher) -> int:
         watcher.stop()

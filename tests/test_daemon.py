@@ -101,6 +101,16 @@ def test_up_detached_status_restart_stop_start_and_down(tmp_path: Path, project:
 
     unknown = dv(tmp_path, "restart", "nope")
     assert unknown.returncode == 1 and "no app named nope" in unknown.stderr
+    running = dv(tmp_path, "start", "one")
+    assert running.returncode == 1 and "already running: one" in running.stderr
+    assert dv(tmp_path, "stop", "one").returncode == 0
+    assert dv(tmp_path, "restart", "one").returncode == 0  # a stopped app is started
+    wait_for(lambda: get(f"http://127.0.0.1:{ports['one']}/")[0] == 200, 15, "one started by restart")
+    logged = (tmp_path / ".devrun" / "logs" / "one.log").read_text()
+    assert "stop (asked for)" in logged and "start (asked for)" in logged
+    no_logs = dv(tmp_path, "logs", "nope")
+    assert no_logs.returncode == 1 and "no logs for nope" in no_logs.stderr
+    assert dv(tmp_path, "logs", "../x").returncode == 1
 
     kids = descendants(runner)
     down = dv(tmp_path, "down")
@@ -157,6 +167,18 @@ def test_two_clients_at_once_an_attached_stream_and_requests(
         attached.wait(10)
     assert "the runner keeps running" in "".join(lines)
     assert status(tmp_path)["apps"][0]["state"] == "ready"  # leaving attach left the runner alone
+    # An attached client whose runner stops says so, and ends.
+    again = subprocess.Popen([sys.executable, "-m", "devrun", "attach", "--no-dashboard"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out: list[str] = []
+    threading.Thread(target=lambda: out.extend(again.stdout or ()), daemon=True).start()
+    try:
+        wait_for(lambda: any("ready http" in ln for ln in out), 15, "the second attach to be connected")
+        assert dv(tmp_path, "down").returncode == 0
+        assert again.wait(15) == 0
+        wait_for(lambda: any("the runner stopped" in ln for ln in out), 5, "attach to say the runner stopped")
+    finally:
+        again.kill()
 
 
 def test_logs_show_and_follow_request_lines_and_survive_rotation(
