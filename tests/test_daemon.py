@@ -305,3 +305,26 @@ def test_attach_shows_the_dashboard_and_q_leaves_the_runner_running(
     finally:
         term.kill()
     assert status(tmp_path)["apps"][0]["state"] == "ready"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_another_user_cannot_reach_the_runner(tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    import pwd
+
+    project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(tmp_path, 0o755)  # the project folder is readable: only .devrun/ keeps them out
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n"
+             "    s.connect(sys.argv[1])\n"
+             "except OSError as e:\n"
+             "    print('refused', type(e).__name__)\n"
+             "else:\n"
+             "    s.sendall(b'{\"v\": 1, \"verb\": \"down\", \"args\": {}}\\n')\n"
+             "    print('reply', s.makefile().readline())\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path / ".devrun" / "control.sock")],
+                       capture_output=True, text=True, timeout=30, user=nobody.pw_uid, group=nobody.pw_gid)
+    assert r.stdout.startswith("refused PermissionError"), r.stdout + r.stderr
+    assert status(tmp_path)["apps"][0]["state"] == "ready"  # and it did not stop anything
