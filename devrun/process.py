@@ -124,6 +124,8 @@ class Generation:
         return True
 
     def close_control(self) -> None:
+        """On the runner's main thread only, as tell() is: closed under a tell() from another
+        thread, the fd number could already name another file."""
         fd, self.control = self.control, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -272,7 +274,6 @@ def _reap(gen: Generation, post: Post, readers: tuple[threading.Thread, ...]) ->
     # The exit is decided by waitpid, never by the pipes closing: a grandchild may hold them.
     returncode = gen.proc.wait()
     known_pids.discard(gen.pid)
-    gen.close_control()
     for reader in readers:  # let the last lines before a crash arrive before the exit does
         reader.join(timeout=0.5)
     post(ChildExited(gen, returncode))

@@ -24,7 +24,7 @@ from devrun.control import ControlServer
 from devrun.fallback import Fallback
 from devrun.forking import ForkLauncher
 from devrun.patterns import Matcher
-from devrun.process import ChildMessage, ChildOutput
+from devrun.process import ChildExited, ChildMessage, ChildOutput
 from devrun.remote import RemoteView
 from devrun.supervisor import KILL_MARGIN, AppSupervisor
 from devrun.watcher import Batch, Watcher
@@ -347,6 +347,8 @@ class Runner:
         gen = getattr(item, "generation", None)
         if gen is None:
             return
+        if isinstance(item, ChildExited):
+            gen.close_control()
         for sup in self._all_supervisors():  # a leaving app's generations still report their exit
             if gen in (sup.pending, sup.current, *sup.retiring):
                 sup.handle(item)
