@@ -152,20 +152,6 @@ class ForkServer:
         child = ForkedChild(int(reply["pid"]), out_r)  # type: ignore[arg-type]
         return process.watch(Generation(self.app.name, number, child, control=control_w), event_r, post)
 
-    def check(self) -> None:
-        """Raise Stale if a preloaded file or the installed packages changed since it started."""
-        self._send({"check": True})
-        try:
-            reply = self._reply(FORK_TIMEOUT)
-        except ValueError:
-            reply = None
-        if reply is not None and "stale" in reply:
-            self.state = "gone"
-            raise Stale(str(reply["stale"]))
-        if reply is None or not reply.get("ok"):
-            self.state = "gone"
-            raise ForkServerGone("no answer from the fork server")
-
     def close(self) -> None:
         """Retire it. Its generations live on (each leads its own session); the server itself
         holds nothing worth a graceful exit, and may be deep in preloading, so it is killed."""
@@ -225,7 +211,7 @@ class ForkLauncher:
         if spare.exited or server is not self.server:
             self._drop(spare)
             return None
-        server.check()  # Stale / ForkServerGone: the spare is as stale as its server
+        # It checks for stale preloads itself (see stale()): no round trip to the server here.
         spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
         spare.number = number
         if not spare.tell({"spec": spec}):
@@ -260,6 +246,12 @@ class ForkLauncher:
             elif state == "gone":
                 self._died("it exited")
         return process.spawn(app, number, listener, env, post, report_modules=True)
+
+    def stale(self, path: str) -> None:
+        """A spare found a preloaded file changed since its server started: replace the server
+        (the supervisor starts the generation again, spawned meanwhile)."""
+        self.notice(f"fork server: {path} changed; restarting it", "info")
+        self._replace(self.server.preload if self.server else [])
 
     def learn(self, names: list[str], last: bool) -> None:
         """A generation reports what it imported from outside the project."""

@@ -217,7 +217,8 @@ class Runner:
         sup = AppSupervisor(app, listener, env, self.emit, self.post_child,
                             fallback=Fallback(app.name, listener),
                             spawn=launcher.spawn if launcher else process.spawn,
-                            learn=launcher.learn if launcher else None)
+                            learn=launcher.learn if launcher else None,
+                            stale=launcher.stale if launcher else None)
         if launcher:
             self.launchers[app.name] = launcher
         self.supervisors[app.name] = sup

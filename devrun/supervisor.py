@@ -77,7 +77,8 @@ class AppSupervisor:
                  post: process.Post, spawn: Spawn = process.spawn,
                  clock: Callable[[], float] = time.monotonic, fallback: Fallback | None = None,
                  busy: Callable[[], bool] | None = None,
-                 learn: Callable[[list[str], bool], None] | None = None):
+                 learn: Callable[[list[str], bool], None] | None = None,
+                 stale: Callable[[str], None] | None = None):
         self.app = app
         self.listener = listener
         self.env = env
@@ -96,6 +97,7 @@ class AppSupervisor:
         self.stopping = False
         self.fallback = fallback
         self.learn = learn
+        self.stale = stale
         self.busy = busy or (lambda: git_busy(app.root))
         self.held: dict[str, None] = {}  # changes waiting for git to finish
         self.held_until: float | None = None
@@ -234,6 +236,11 @@ class AppSupervisor:
                 self._set(State.ERROR)
                 self.emit(events.AppFailed(self.name, gen.pid, str(msg.get("summary", "")),
                                            str(msg.get("traceback", ""))))
+        elif kind == "stale" and gen is self.pending:
+            # A spare found its preloads out of date before importing anything: start it again.
+            if self.stale is not None:
+                self.stale(str(msg.get("path", "")))
+            self._launch()
         elif kind == "modules" and self.learn is not None:
             names = msg.get("names")
             if isinstance(names, list):

@@ -130,11 +130,14 @@ def test_a_changed_preloaded_module_restarts_the_fork_server(tmp_path: Path, dev
     app_dir = tmp_path / "app"
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: body(port).startswith("v1 ext-1"), 30, "the app")
-    version, _ = wait_forked(app_dir, port, 1)
+    version, text = wait_forked(app_dir, port, 1)
+    # The next reload goes to the spare: it finds the change itself, before importing anything.
+    spare = wait_for(lambda: spare_pid(d, int(text.split()[-1])), 15, "a spare generation")
     # extlib lives outside the project, so the fork server preloads it; it is not watched.
     write(lib / "extlib.py", "VALUE = 'ext-2'\n")
     text = reload_to(app_dir, port, version + 1)
     assert "ext-2" in text, text  # never the stale preloaded copy
+    assert int(text.split()[-1]) != spare
     d.wait_line(lambda ln: "extlib.py changed; restarting" in ln, 5)
 
 

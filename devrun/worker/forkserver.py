@@ -9,12 +9,12 @@ Protocol over a Unix socket with the runner, one JSON line each way:
             app's listening socket (the server itself never keeps it) and the runner's
             control pipe to the generation
   server -> {"pid": pid} or {"stale": path}
-  runner -> {"check": true}   (before a spare generation is handed its spec)
-  server -> {"ok": true} or {"stale": path}
 
 A generation forked with "spare": true is a warm spare: set up, and waiting for its full spec on
 its control pipe before it imports anything of the project. The runner keeps one per app and
-hands it the next reload's spec, so a reload does not wait for a fork.
+hands it the next reload's spec, so a reload does not wait for a fork. Given its spec, a spare
+first makes the server's staleness check itself (it has the server's snapshot): if a preloaded
+file changed it reports `stale` and exits, and the runner replaces the server.
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
 whose file is in the project is never imported here (it would be served stale).
@@ -32,6 +32,8 @@ import time
 from typing import Any
 
 from gevent import monkey
+
+from devrun.events import encode_wire
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
 MAX_FDS = 8
@@ -153,15 +155,12 @@ def main() -> int:
                 os.close(fd)
             send(sock, {"stale": stale})
             return 0
-        if "check" in request:
-            send(sock, {"ok": True})
-            continue
-        send(sock, {"pid": spawn_generation(request["fork"], fds, sock)})
+        send(sock, {"pid": spawn_generation(request["fork"], fds, sock, stamps)})
         for fd in fds:
             os.close(fd)
 
 
-def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) -> int:
+def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
     """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
     event_fd, output_fd, listen_fd, control_fd = fds
     spec = {**spec, "listen_fd": listen_fd, "control_fd": control_fd}  # the runner's fd numbers mean nothing here
@@ -176,7 +175,7 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket) 
             generation = _fork()
             if generation == 0:
                 os.close(write_pid)
-                become_generation(spec, event_fd, output_fd, sock, middle)  # never returns
+                become_generation(spec, event_fd, output_fd, sock, middle, stamps)  # never returns
             os.write(write_pid, str(generation).encode())
         finally:
             os._exit(0)
@@ -202,7 +201,7 @@ def wait_for_spec(fd: int) -> dict[str, Any]:
 
 
 def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket,
-                      middle: int) -> None:
+                      middle: int, stamps: dict[str, int]) -> None:
     code = 1
     try:
         # Wait until the middle process has exited and we belong to the runner, so that the
@@ -224,6 +223,10 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         if spec.get("spare"):  # the fds are ours, whatever numbers the runner has for them
             spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
                     "control_fd": spec["control_fd"]}
+            stale = changed(stamps)  # as the server checks before a fork, checked now, by us
+            if stale:
+                os.write(event_fd, encode_wire("stale", path=stale))
+                os._exit(0)
         spec["event_fd"] = event_fd
         code = run(spec)
     except SystemExit as exc:
