@@ -26,7 +26,9 @@ runners chosen with ``--runners`` (default: all), each on a port found by bindin
 and measures, for each of them in the same invocation:
 
 1. cold start: from starting the process to the first HTTP 200 on ``/``;
-2. reload latency: from saving a new version of ``app.py`` (the whole file, written to a temporary
+2. reload latency (with every other runner paused by SIGSTOP meanwhile, unless
+   ``--no-pause-others``: a runner that burns CPU while idle must not slow another on a small
+   machine): from saving a new version of ``app.py`` (the whole file, written to a temporary
    file and moved over ``app.py`` with ``os.replace``: an atomic save) to the first HTTP 200 whose
    body is the new version, polling every 5 ms. Edits are interleaved (edit 1 of every runner,
    then edit 2, ...; the order rotates each round) and each is followed by a settle pause that is
@@ -70,7 +72,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,6 +383,28 @@ def wait_for_version(runner: Runner, version: int, saved: float, timeout: float)
     return None
 
 
+def signal_tree(runner: Runner, sig: int) -> None:
+    if runner.proc is None or runner.proc.poll() is not None:
+        return
+    for pid in [runner.proc.pid, *descendants(runner.proc.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def alone(runner: Runner | None, runners: list[Runner], pause: bool) -> Iterator[None]:
+    """Pause (SIGSTOP) every other runner's processes meanwhile: one that burns CPU while idle
+    (a reloader stuck in a loop) must not slow the one being measured on a 2-core machine."""
+    others = [r for r in runners if r is not runner] if pause else []
+    for r in others:
+        signal_tree(r, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for r in others:
+            signal_tree(r, signal.SIGCONT)
+
+
 def one_edit(runner: Runner, timeout: float, settle: float) -> None:
     client = LoadClient(runner.port, lambda: runner.newest_served)
     client.start()
@@ -570,7 +594,11 @@ def notes(runners: list[Runner], args: argparse.Namespace, floor: Floor) -> str:
         f"{args.edits} edits per runner, interleaved; settle {args.settle:g} s after each (not counted); "
         f"an edit not served within {args.timeout:g} s is a timeout. Latency polls every 5 ms; the background "
         f"client requests `/` every 10 ms (timeout {LOAD_TIMEOUT:g} s) from {LOAD_LEAD:g} s before each save "
-        "to the end of its settle pause. Ratios are relative to "
+        "to the end of its settle pause. "
+        + ("During each runner's edits (and each floor sample) the other runners were paused with SIGSTOP, "
+           "so one that burns CPU while idle does not slow the one measured. " if args.pause_others
+           else "Every runner kept running during the others' edits. ")
+        + "Ratios are relative to "
         + (f"{BASELINE}." if any(r.name == BASELINE for r in runners) else f"{BASELINE}, which was not run (n/a)."),
         floor_note(floor),
     ]
@@ -589,9 +617,6 @@ def notes(runners: list[Runner], args: argparse.Namespace, floor: Floor) -> str:
         if parts:
             lines.append(f"- {r.name}: " + "; ".join(parts))
     return "\n".join(lines)
-
-
-
 
 
 
@@ -664,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a runner may take to answer its first 200 (default 30)")
     parser.add_argument("--out", type=Path, help="also append the results, under a dated heading, to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the apps and logs")
+    parser.add_argument("--no-pause-others", dest="pause_others", action="store_false",
+                        help="keep every runner running during the others' edits (by default they are "
+                             "paused with SIGSTOP, so one runner's idle CPU use does not slow another)")
     args = parser.parse_args(argv)
     if args.edits < 1:
         parser.error("--edits must be at least 1")
@@ -689,14 +717,17 @@ def main(argv: list[str] | None = None) -> int:
             shift = i % len(runners)
             for r in runners[shift:] + runners[:shift]:
                 if r.cold_ms is not None and r.alive():
-                    one_edit(r, args.timeout, args.settle)
+                    with alone(r, runners, args.pause_others):
+                        one_edit(r, args.timeout, args.settle)
             for _ in range(floor_after[i]):  # between rounds: no runner is reloading
                 print("interpreter-restart floor", file=sys.stderr)
-                floor.measure(runners, env, root / "floor")
+                with alone(None, runners, args.pause_others):
+                    floor.measure(runners, env, root / "floor")
         for r in runners:
             if r.cold_ms is not None and r.alive():
                 print(f"in-flight request: {r.name}", file=sys.stderr)
-                inflight(r, args.timeout)
+                with alone(r, runners, args.pause_others):
+                    inflight(r, args.timeout)
                 r.alive()
     finally:
         for r in runners:
