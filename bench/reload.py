@@ -61,6 +61,7 @@ import importlib.util
 import math
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -142,6 +143,10 @@ LOAD_TIMEOUT = 2.0  # per request of the background client; longer counts as a f
 SLEEP_TIMEOUT = 15.0  # the /sleep request (3 s of work)
 INFLIGHT_DELAY = 0.5  # /sleep starts, then the reload this long after
 LOAD_LEAD = 0.1  # the background client runs this long before each save
+# A runner resumed from a pause (see alone()) and saved to at once would always meet a polling
+# reloader (gunicorn without inotify polls every 1 s) at the same point of its cycle, the worst:
+# it has just scanned. A random wait of up to PHASE before each save gives every phase, as in use.
+PHASE = 1.0
 
 
 # -- HTTP on loopback ---------------------------------------------------------------------------
@@ -405,11 +410,12 @@ def alone(runner: Runner | None, runners: list[Runner], pause: bool) -> Iterator
             signal_tree(r, signal.SIGCONT)
 
 
-def one_edit(runner: Runner, timeout: float, settle: float) -> None:
+def one_edit(runner: Runner, timeout: float, settle: float, phase: float = 0.0) -> None:
+    """One save and its reload, `phase` seconds after the runner was resumed (see PHASE)."""
     client = LoadClient(runner.port, lambda: runner.newest_served)
     client.start()
     try:
-        time.sleep(LOAD_LEAD)
+        time.sleep(LOAD_LEAD + phase)
         version = runner.version + 1
         saved = runner.save(version)
         ms = wait_for_version(runner, version, saved, timeout)
@@ -596,7 +602,9 @@ def notes(runners: list[Runner], args: argparse.Namespace, floor: Floor) -> str:
         f"client requests `/` every 10 ms (timeout {LOAD_TIMEOUT:g} s) from {LOAD_LEAD:g} s before each save "
         "to the end of its settle pause. "
         + ("During each runner's edits (and each floor sample) the other runners were paused with SIGSTOP, "
-           "so one that burns CPU while idle does not slow the one measured. " if args.pause_others
+           f"so one that burns CPU while idle does not slow the one measured; each save came a random 0 to "
+           f"{PHASE:g} s after the runner was resumed, so a polling reloader meets every phase of its cycle. "
+           if args.pause_others
            else "Every runner kept running during the others' edits. ")
         + "Ratios are relative to "
         + (f"{BASELINE}." if any(r.name == BASELINE for r in runners) else f"{BASELINE}, which was not run (n/a)."),
@@ -706,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = make_runners(root, args.runners)
     env = runner_env()
     floor = Floor()
+    phases = random.Random(0)  # the same phases in every run
     # floor samples after rounds 0, E/5, 2E/5, ... (several after a round when there are fewer than 5 rounds)
     floor_after = Counter(k * args.edits // FLOOR_RUNS for k in range(FLOOR_RUNS))
     try:
@@ -718,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in runners[shift:] + runners[:shift]:
                 if r.cold_ms is not None and r.alive():
                     with alone(r, runners, args.pause_others):
-                        one_edit(r, args.timeout, args.settle)
+                        one_edit(r, args.timeout, args.settle, phases.uniform(0, PHASE) if args.pause_others else 0)
             for _ in range(floor_after[i]):  # between rounds: no runner is reloading
                 print("interpreter-restart floor", file=sys.stderr)
                 with alone(None, runners, args.pause_others):
