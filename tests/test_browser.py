@@ -8,6 +8,7 @@ Without it the tests are skipped on a developer's machine, but fail under CI (CI
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -71,6 +72,8 @@ class Watched:
         self.page.on("framenavigated", lambda f: f == self.page.main_frame and self.navigations.append(f.url))
         self.page.on("response", lambda r: self.responses.append((r.status, r.url)))
         self.page.on("requestfailed", lambda r: self.failures.append((r.failure or "", r.url)))
+        self.dialogs: list[str] = []  # an alert() (the debugger's "incorrect pin"): noted, dismissed
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
     def text(self) -> str:
         return str(self.page.evaluate("document.body ? document.body.innerText : ''"))
@@ -90,7 +93,7 @@ class Watched:
         bad = [f"{why} {url}" for why, url in self.failures
                if not ("/__devrun__/events" in url and "ERR_ABORTED" in why)]
         bad += [f"{status} {url}" for status, url in self.responses if status >= 500]
-        return bad
+        return bad + [f"dialog: {text}" for text in self.dialogs]
 
     def wait_listening(self) -> None:
         """Until the page's live-reload stream is open (after a reload too)."""
@@ -242,11 +245,16 @@ def test_the_debugger_console_works_under_gevent_and_stays_unlocked_after_a_relo
         wait_for(lambda: expect in console.inner_text(), 15, f"{expression} to give {expect}")
 
     open_console()
-    prompt = w.page.locator(".pin-prompt")
-    prompt.wait_for(state="visible")
-    prompt.locator("input[name=pin]").fill(pin.group(1))
-    prompt.locator("input[name=btn]").click()
-    prompt.wait_for(state="hidden")
+    w.page.locator(".pin-prompt").wait_for(state="visible")  # locked: it asks for the PIN
+    # The request the PIN form sends, sent from the page, so a refusal shows what came back.
+    reply = w.page.evaluate("pin => fetch(makeDebugURL({cmd: 'pinauth', pin})).then(r => r.text())", pin.group(1))
+    assert json.loads(reply)["auth"] is True, reply
+    w.page.reload()  # with the debugger's cookie now: unlocked
+    w.wait_listening()
+    assert w.page.evaluate("EVALEX_TRUSTED") is True
+    open_console()
+    assert not w.page.locator(".pin-prompt").is_visible()
+    assert w.dialogs == []
     evaluate("x * 2", "42")
 
     # A reload: the page follows by itself to the new code's traceback, still unlocked.
