@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -32,6 +33,24 @@ def descendants(pid: int) -> list[int]:
             out.append(kid)
             todo.append(kid)
     return out
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process, its process group, and every descendant and its process group."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    groups.discard(os.getpgid(0))  # never our own group
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
 
 
 def devrun_source() -> str:

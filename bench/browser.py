@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions  # noqa: E402
+from benchinfo import cpu_model, devrun_source, free_port, kill_tree, loadavg, nproc, package_versions  # noqa: E402
 
 CHROMIUM = os.environ.get("DEVRUN_CHROMIUM", "/usr/bin/chromium")
 SCENARIOS = ("code edit (fork)", "code edit (spawn)", "template edit", "stylesheet edit")
@@ -154,16 +154,12 @@ class Devrun:
         raise SystemExit(f"devrun never served on {self.port}: {(self.folder / 'devrun.log').read_text()[-500:]}")
 
     def stop(self) -> None:
-        pids = descendants(self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            for pid in [*pids, self.proc.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.proc.wait(5)
+            kill_tree(self.proc)
         self.log.close()
 
 

@@ -77,7 +77,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions
+from benchinfo import cpu_model, descendants, devrun_source, free_port, kill_tree, loadavg, nproc, package_versions
 
 APP_SOURCE = '''\
 import time
@@ -223,24 +223,6 @@ class LoadClient(threading.Thread):
 # -- processes ----------------------------------------------------------------------------------
 
 
-
-
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process, its process group, and every descendant and its process group."""
-    pids = [proc.pid, *descendants(proc.pid)]
-    groups = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            groups.add(os.getpgid(pid))
-    groups.discard(os.getpgid(0))  # never our own group
-    for group in groups:
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
 
 
 def tool(name: str) -> list[str]:

@@ -4,7 +4,7 @@ serves, reloads, the last change and the last error. The dashboard and the contr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from devrun import events
 
@@ -24,7 +24,6 @@ class AppState:
     requests: int = 0
     error: str = ""
     traceback: str = ""
-    recent_output: list[str] = field(default_factory=list, repr=False)  # for a crash's traceback
 
     def apply(self, event: events.Event) -> None:
         match event:
@@ -43,7 +42,7 @@ class AppState:
                 self.error, self.traceback = summary, tb
             case events.Exited(expected=False, returncode=rc):
                 self.error = events.describe_exit(rc)
-                self.traceback = "\n".join(self.recent_output[-40:])
+                self.traceback = ""  # a view that keeps the app's output can show its last lines
             case events.Reloading(paths=paths):
                 self.reloads += 1
                 self.cause, self.cause_at, self.cause_live = paths, event.at, False

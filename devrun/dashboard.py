@@ -120,10 +120,11 @@ class Dashboard:
         if text is not None:
             self.log.append((event.at, event.app, text))
         if view is not None:
-            view.recent_output = list(view.output)[-40:]
             view.apply(event)
             if isinstance(event, events.AppFailed):
                 view.error = clean(view.error)
+            elif isinstance(event, events.Exited) and not event.expected:  # a crash: its last words
+                view.traceback = "\n".join(list(view.output)[-40:])
 
     # -- keys (key thread) ---------------------------------------------------------------
 
