@@ -33,11 +33,11 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Report = Callable[..., None]  # Reporter.send(kind, **fields)
 
-# The first reconnects are immediate: a stream closes because its generation is stopping, and
-# the new connection then waits in the listen backlog until the next generation accepts it.
+# A stream that ends is retried at once: it ends because its generation is stopping, and the
+# new connection then waits in the listen backlog until the next generation accepts it.
 CLIENT_JS = r"""(function () {
   var me = document.currentScript, generation = me && me.dataset.generation;
-  var failures = 0, since = 0, source;
+  var failures = 0, since = 0, opened = false, quick = 0, source;
   function swapCss() {
     document.querySelectorAll('link[rel="stylesheet"]').forEach(function (old) {
       var url = new URL(old.href, location.href);
@@ -50,20 +50,24 @@ CLIENT_JS = r"""(function () {
   }
   function connect() {
     source = new EventSource("/__devrun__/events?generation=" + encodeURIComponent(generation || ""));
+    source.onopen = function () { opened = true; };
     source.addEventListener("hello", function (e) {
-      failures = 0; since = 0;
+      failures = 0; since = 0; quick = 0;
       if (JSON.parse(e.data).generation !== generation) { source.close(); location.reload(); }
     });
     source.addEventListener("reload", function () { source.close(); location.reload(); });
     source.addEventListener("css", swapCss);
     source.onerror = function () {
       source.close();
+      // Answered, then ended: a stopping generation, reached on a connection the browser kept
+      // alive (it holds several after a page with many resources). Each such answer closes that
+      // connection, so trying again at once soon takes a new one, which the next generation accepts.
+      if (opened && quick < 8) { opened = false; quick += 1; setTimeout(connect, 0); return; }
+      opened = false;
       failures += 1;
       since = since || Date.now();
       if (Date.now() - since > 60000) { return; }  // devrun has been gone a minute: stop quietly
-      // Twice at once: a stopping generation may answer on a kept-alive connection, ending the
-      // stream at once; the next try opens a new connection, which the next generation accepts.
-      setTimeout(connect, failures <= 2 ? 0 : Math.min(100 * Math.pow(2, failures - 3), 5000));
+      setTimeout(connect, failures === 1 ? 0 : Math.min(100 * Math.pow(2, failures - 2), 5000));
     };
   }
   connect();
