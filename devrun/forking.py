@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -63,12 +64,19 @@ class ForkServer:
                 pass_fds=(theirs.fileno(), process.lifeline_fd()),
                 start_new_session=True,
             )
+        except BaseException:
+            self.sock.close()
+            raise
         finally:
             theirs.close()
         process.known_pids.add(self.proc.pid)
         threading.Thread(target=self._reap, name=f"devrun-{app.name}-forkserver", daemon=True).start()
         roots = [str(app.root), *Matcher(app.root, app.config.watch).roots]
-        self._send({"preload": preload, "project_roots": roots})
+        try:
+            self._send({"preload": preload, "project_roots": roots})
+        except ForkServerGone:
+            self.close()
+            raise
 
     def _reap(self) -> None:
         self.proc.wait()
@@ -120,13 +128,14 @@ class ForkServer:
             self.state = "gone"
         return self.state
 
-    def fork(self, number: int, listener: socket.socket, post: Post, spare: bool = False) -> Generation:
+    def fork(self, number: int, listener: socket.socket, post: Post, spare: bool = False,
+             pin_failures: int = 0) -> Generation:
         """A new generation; a spare one waits for its spec (see ForkLauncher.refill)."""
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
         control_r, control_w = process.control_pipe()
         try:
-            spec = {**process.generation_spec(self.app, number, listener), "report_modules": True,
+            spec = {**process.generation_spec(self.app, number, listener, pin_failures), "report_modules": True,
                     "spare": spare}
             self._send({"fork": spec}, [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
@@ -153,11 +162,16 @@ class ForkServer:
         return process.watch(Generation(self.app.name, number, child, control=control_w), event_r, post)
 
     def close(self) -> None:
-        """Retire it. Its generations live on (each leads its own session); the server itself
-        holds nothing worth a graceful exit, and may be deep in preloading, so it is killed."""
+        """Retire it. Its generations live on (each has left the server's session before its
+        pid is reported); the server holds nothing worth a graceful exit and may be deep in
+        preloading or stuck in a fork, so its whole group is killed: a half-forked child of
+        a server that stopped answering may hold the app's listening socket."""
         self.state = "gone"
         with contextlib.suppress(OSError):
             self.sock.close()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
 
@@ -204,7 +218,8 @@ class ForkLauncher:
         except ForkServerGone as exc:
             self._died(str(exc), spawning=False)
 
-    def _adopt_spare(self, server: ForkServer, number: int, listener: socket.socket) -> Generation | None:
+    def _adopt_spare(self, server: ForkServer, number: int, listener: socket.socket,
+                     pin_failures: int = 0) -> Generation | None:
         spare, self.spare = self.spare, None
         if spare is None:
             return None
@@ -212,18 +227,28 @@ class ForkLauncher:
             self._drop(spare)
             return None
         # It checks for stale preloads itself (see stale()): no round trip to the server here.
-        spec = {**process.generation_spec(self.app, number, listener), "report_modules": True}
+        spec = {**process.generation_spec(self.app, number, listener, pin_failures), "report_modules": True}
         spare.number = number
         if not spare.tell({"spec": spec}):
             self._drop(spare)
             return None
         return spare
 
+    def exited(self, gen: Generation) -> bool:
+        """A generation no supervisor owns has exited: True if it was our spare (then the
+        next refill forks another instead of trusting a dead one)."""
+        if gen is not self.spare:
+            return False
+        gen.exited = True
+        self.spare = None
+        return True
+
     def _drop(self, spare: Generation | None) -> None:
         if spare is not None and not spare.exited:
             spare.kill()
 
-    def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post) -> Generation:
+    def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post,
+              pin_failures: int = 0) -> Generation:
         self.post = post
         self._promote_next()
         server = self.server
@@ -237,7 +262,8 @@ class ForkLauncher:
                 self._replace([m for m in server.preload if m != culprit])
             elif state == "ready":
                 try:
-                    return self._adopt_spare(server, number, listener) or server.fork(number, listener, post)
+                    return (self._adopt_spare(server, number, listener, pin_failures)
+                            or server.fork(number, listener, post, pin_failures=pin_failures))
                 except Stale as exc:
                     self.notice(f"fork server: {exc} changed; restarting it", "info")
                     self._replace(server.preload)
@@ -245,7 +271,7 @@ class ForkLauncher:
                     self._died(str(exc))
             elif state == "gone":
                 self._died("it exited")
-        return process.spawn(app, number, listener, env, post, report_modules=True)
+        return process.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
 
     def stale(self, path: str) -> None:
         """A spare found a preloaded file changed since its server started: replace the server
@@ -265,7 +291,7 @@ class ForkLauncher:
         self._store(learned)
         if self.next is not None:
             self.next.close()
-        self.next = ForkServer(self.app, self.listener, self.env, learned)
+        self.next = self._start(learned)
 
     def close(self) -> None:
         """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
@@ -289,7 +315,17 @@ class ForkLauncher:
         self.spare = None
         if self.server is not None:
             self.server.close()
-        self.server = ForkServer(self.app, self.listener, self.env, preload)
+        self.server = self._start(preload)
+
+    def _start(self, preload: list[str]) -> ForkServer | None:
+        """A new server, or None (generations are spawned) when it cannot start: the app's
+        folder is gone, or the system is out of processes or fds."""
+        try:
+            return ForkServer(self.app, self.listener, self.env, preload)
+        except (OSError, ForkServerGone) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.notice(f"fork server cannot start ({why}); spawning meanwhile", "warning")
+            return None
 
     def _died(self, why: str, spawning: bool = True) -> None:
         self._drop(self.spare)
@@ -297,6 +333,8 @@ class ForkLauncher:
         self.failures += 1
         if self.failures > MAX_TAINTS:
             self.notice(f"fork server died ({why}) too often; using spawn from now on", "error")
+            if self.server is not None:
+                self.server.close()
             self.server = None
             return
         now = "this generation is spawned, and " if spawning else ""

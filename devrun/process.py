@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -28,6 +29,13 @@ from devrun.events import decode_wire
 from devrun.patterns import Matcher
 
 MAX_LINE = 16 * 1024
+# An event line longer than this is not one of ours (the child's own lines are at most
+# events.MAX_WIRE): it is skipped up to its newline instead of being buffered without bound.
+MAX_EVENT_LINE = 64 * 1024
+# After a generation has been reaped, its pipes are read this much longer: lines written just
+# before the exit still arrive, but a process that escaped its group never pins a reader thread.
+LINGER = 2.0
+POLL_MS = 250
 
 
 @dataclass(frozen=True)
@@ -91,15 +99,39 @@ class Generation:
     going: bool = False  # told to start accepting
     go_at: float | None = None  # at the latest, even if the previous one never said closed
     control: int | None = None  # write end of the pipe the child reads our messages from
+    reaped_at: float | None = None  # set by the reaper thread: the leader is gone, its pid may be reused
+    group_kill_at: float | None = None  # after the leader exited: when what is left in its group dies
+    pidfd: int | None = None  # names this very process: a signal through it never hits a reused pid
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def signal_group(self, sig: int) -> None:
-        # The child leads its own process group; what the app spawned goes down with it.
+        # The child leads its own process group; what the app spawned goes down with it. Once the
+        # leader is reaped the group's id stays reserved while any member lives, so this still
+        # reaches exactly what the app left behind (see group_gone for when it is empty).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
+
+    def orphaned(self, kill_at: float) -> None:
+        """The leader exited: what it left in its group gets SIGTERM now (a crash never told it)
+        and SIGKILL at kill_at at the latest (or at its retirement's deadline, if sooner)."""
+        if not self.retired:
+            self.signal_group(signal.SIGTERM)
+        self.group_kill_at = kill_at if self.kill_at is None else min(kill_at, self.kill_at)
+
+    def group_gone(self, now: float) -> bool:
+        """True once nothing is left in the process group this generation led (killing what
+        is, at group_kill_at)."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True  # empty (a reused number owned by someone else is not ours either)
+        if self.group_kill_at is not None and now >= self.group_kill_at:
+            self.signal_group(signal.SIGKILL)
+            return True
+        return False
 
     def retire(self, kill_at: float) -> None:
         """Ask it to finish in-flight requests and exit; it is killed if still there at kill_at."""
@@ -124,19 +156,26 @@ class Generation:
         return True
 
     def close_control(self) -> None:
-        """On the runner's main thread only, as tell() is: closed under a tell() from another
-        thread, the fd number could already name another file."""
-        fd, self.control = self.control, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Close the control pipe and the pidfd. On the runner's main thread only, as tell()
+        and go() are: closed under them from another thread, the fd number could already name
+        another file."""
+        for fd in (self.control, self.pidfd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.control = self.pidfd = None
 
     def go(self) -> None:
         """Let a loaded generation start accepting connections."""
         if not self.going and not self.exited:
             self.going = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.proc.pid, signal.SIGUSR1)
+            # SIGUSR1's default action kills: sent to a reaped child's reused pid, it would hit a
+            # stranger, so it goes through the pidfd where there is one.
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGUSR1)
+                elif self.reaped_at is None:
+                    os.kill(self.proc.pid, signal.SIGUSR1)
 
 
 _lifeline: tuple[int, int] | None = None
@@ -183,7 +222,32 @@ def reap_orphans() -> None:
             os.waitpid(info.si_pid, os.WNOHANG)
 
 
-def generation_spec(app: App, number: int, listener: socket.socket) -> dict[str, object]:
+def adopted_orphans() -> list[int]:
+    """Live processes the runner adopted as a subreaper: what escaped an app's process group
+    (setsid, a double fork) and outlived its parent. Linux only ([] elsewhere)."""
+    me = os.getpid()
+    out = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in known_pids:
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+                if int(ppid) == me and state != b"Z":
+                    out.append(int(name))
+    return out
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def generation_spec(app: App, number: int, listener: socket.socket, pin_failures: int = 0) -> dict[str, object]:
     cfg = app.config
     return {
         "name": app.name,
@@ -197,6 +261,7 @@ def generation_spec(app: App, number: int, listener: socket.socket) -> dict[str,
         "debug": cfg.debug.model_dump(),
         "watch_roots": Matcher(app.root, cfg.watch).roots,  # the project: never preloaded
         "live": cfg.live,
+        "pin_failures": pin_failures,
     }
 
 
@@ -213,13 +278,13 @@ def child_environment(app: App, env: dict[str, str]) -> dict[str, str]:
 
 
 def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post,
-          report_modules: bool = False) -> Generation:
+          report_modules: bool = False, pin_failures: int = 0) -> Generation:
     """A generation as a fresh interpreter (the `reload: spawn` path)."""
     read_fd, write_fd = os.pipe()
     control_r, control_w = control_pipe()
-    spec = {**generation_spec(app, number, listener), "event_fd": write_fd, "control_fd": control_r,
+    spec = {**generation_spec(app, number, listener, pin_failures), "event_fd": write_fd, "control_fd": control_r,
             "report_modules": report_modules}
-    try:
+    try:  # an OSError (the folder gone, out of processes) is the supervisor's to report
         proc = subprocess.Popen(
             [sys.executable, "-m", "devrun.worker"],
             cwd=app.root,
@@ -242,6 +307,9 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
 def watch(gen: Generation, read_fd: int, post: Post) -> Generation:
     """Start the threads that drain a generation's pipes and reap it."""
     known_pids.add(gen.pid)
+    # Our child, not reaped before the reaper thread below starts: the pidfd names this process.
+    with contextlib.suppress(OSError, AttributeError):
+        gen.pidfd = os.pidfd_open(gen.pid)
     prefix = f"devrun-{gen.app}-{gen.number}"
     events = threading.Thread(target=_read_events, args=(gen, read_fd, post), name=f"{prefix}-events", daemon=True)
     output = threading.Thread(target=_read_output, args=(gen, post), name=f"{prefix}-output", daemon=True)
@@ -251,28 +319,66 @@ def watch(gen: Generation, read_fd: int, post: Post) -> Generation:
     return gen
 
 
+def read_lines(gen: Generation, fd: int, on_line: Callable[[bytes], None], limit: int, split_long: bool) -> None:
+    """Hand on each line read from fd until EOF, or until LINGER after the generation was
+    reaped (a process that escaped its group may hold the pipe open for ever). A line longer
+    than limit is cut into pieces (split_long) or skipped to its newline."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = b""
+    skipping = False
+    while True:
+        if not poller.poll(POLL_MS):
+            if gen.reaped_at is not None and time.monotonic() > gen.reaped_at + LINGER:
+                break
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        *lines, buf = (buf + chunk).split(b"\n")
+        for line in lines:
+            if not skipping:
+                on_line(line)
+            skipping = False
+        while len(buf) > limit:
+            if split_long:
+                on_line(buf[:limit])
+                buf = buf[limit:]
+            else:
+                skipping, buf = True, b""
+    if buf and not skipping:
+        on_line(buf)
+
+
 def _read_events(gen: Generation, fd: int, post: Post) -> None:
-    with open(fd, "rb", buffering=0) as pipe:
-        buf = b""
-        while chunk := pipe.read(65536):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                message = decode_wire(line)
-                if message is not None:
-                    post(ChildMessage(gen, message))
+    def on_line(line: bytes) -> None:
+        message = decode_wire(line)
+        if message is not None:
+            post(ChildMessage(gen, message))
+
+    try:
+        read_lines(gen, fd, on_line, MAX_EVENT_LINE, split_long=False)
+    finally:
+        os.close(fd)
 
 
 def _read_output(gen: Generation, post: Post) -> None:
     assert gen.proc.stdout is not None
     with gen.proc.stdout as out:
-        while line := out.readline(MAX_LINE):
-            post(ChildOutput(gen, line.decode("utf-8", "replace").rstrip("\r\n")))
+        read_lines(gen, out.fileno(),
+                   lambda line: post(ChildOutput(gen, line.decode("utf-8", "replace").rstrip("\r"))),
+                   MAX_LINE, split_long=True)
 
 
 def _reap(gen: Generation, post: Post, readers: tuple[threading.Thread, ...]) -> None:
     # The exit is decided by waitpid, never by the pipes closing: a grandchild may hold them.
     returncode = gen.proc.wait()
+    gen.reaped_at = time.monotonic()
     known_pids.discard(gen.pid)
     for reader in readers:  # let the last lines before a crash arrive before the exit does
         reader.join(timeout=0.5)

@@ -12,6 +12,8 @@ import queue
 import secrets
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ SPARE_AFTER = 0.2  # seconds after a generation started before the next one's sp
 LOG_BYTES_ENV = "DEVRUN_LOG_MAX_BYTES"  # each app's log file size before it rotates (3 kept)
 # Items waiting for the main thread beyond which child output and request lines are dropped.
 MAX_BACKLOG = 20_000
+# How often a subreaper runner looks for processes that escaped an app's process group.
+ORPHAN_SCAN = 2.0
+# SIGHUP: the terminal that ran a foreground `devrun up` was closed; stop in order as for SIGTERM.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class View(Protocol):
@@ -75,7 +81,11 @@ class Runner:
         self.pin = new_pin()
         self.pin_shown = False
         self.dropped: dict[str, int] = {}
+        self.dropped_lock = threading.Lock()  # counted from every generation's reader threads
         self.subreaper = False
+        self.escaped: set[int] = set()  # adopted processes already reported
+        self.orphan_scan_at = 0.0
+        self.view_errors = 0
         self.watcher: Watcher | None = None
         self.remote: RemoteView | None = None
 
@@ -92,19 +102,30 @@ class Runner:
             isinstance(item, ChildOutput)
             or (isinstance(item, ChildMessage) and item.message.get("type") == "request")
         ):
-            self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + 1
+            with self.dropped_lock:
+                self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + 1
             return
         self.inbox.put(item)
 
     def _report_dropped(self) -> None:
-        for app, count in list(self.dropped.items()):
+        with self.dropped_lock:
+            counts, self.dropped = self.dropped, {}
+        for app, count in counts.items():
             if count:
-                self.dropped[app] = 0
                 self.notice(f"{count} output/request lines dropped: the runner fell behind", "warning", app)
 
     def emit(self, event: events.Event) -> None:
         for view in self.views:
-            view.handle(event)
+            try:
+                view.handle(event)
+            except Exception as exc:  # a full disk under runner.log, a closed terminal: never the apps
+                self._view_failed(view, exc)
+
+    def _view_failed(self, view: View, exc: Exception) -> None:
+        self.view_errors += 1
+        if self.view_errors == 1:  # once: a view that cannot write fails on every event
+            with contextlib.suppress(Exception):
+                sys.__stderr__.write(f"devrun: {type(view).__name__} failed ({exc}); the apps keep running\n")
 
     def notice(self, text: str, level: str = "info", app: str = "") -> None:
         self.emit(events.Notice(app, text, level))
@@ -114,7 +135,7 @@ class Runner:
         self.stop_requested += 1
 
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         self.watcher = watcher = Watcher(self._on_batch,
                                          lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
@@ -125,8 +146,9 @@ class Runner:
                     running = getattr(view, "running", None)
                     if running is not None:  # an interactive view: draws and reads keys meanwhile
                         stack.enter_context(running(self.inbox.put))
-                if any(a.config.reload == "fork" for a in self.apps):
-                    self.subreaper = process.become_subreaper()
+                # Always (on Linux): what escapes an app's process group is then adopted by us,
+                # reported, and stopped with the runner instead of living on.
+                self.subreaper = process.become_subreaper()
                 for app in self.apps:
                     self._add_app(app)
                 if not self.supervisors:
@@ -141,6 +163,7 @@ class Runner:
         except BaseException:
             # A bug in the runner must not leave apps holding their ports.
             self._kill_all()
+            self._stop_orphans(wait=0.5)
             raise
         finally:
             for s, handler in previous.items():
@@ -218,19 +241,28 @@ class Runner:
                             fallback=Fallback(app.name, listener),
                             spawn=launcher.spawn if launcher else process.spawn,
                             learn=launcher.learn if launcher else None,
-                            stale=launcher.stale if launcher else None)
+                            stale=launcher.stale if launcher else None,
+                            rewatch=lambda: self._watch(app, again=True))
         if launcher:
             self.launchers[app.name] = launcher
         self.supervisors[app.name] = sup
-        if self.watcher is not None:
-            live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore) if cfg.live else None
-            self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore),
-                             cfg.reload_delay, live)
+        self._watch(app)
         sup.start()
 
-    def _remove_app(self, name: str, keep_listener: bool = False) -> socket.socket | None:
-        """Stop an app for good (a config edit removed or changed it); returns its listener
-        when asked to keep it (same address: the port never closes)."""
+    def _watch(self, app: App, again: bool = False) -> None:
+        """Watch an app's files (again: its folder was gone, and its watches with it)."""
+        if self.watcher is None:
+            return
+        if again:
+            self.watcher.remove(app.name)
+        cfg = app.config
+        live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore) if cfg.live else None
+        self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore),
+                         cfg.reload_delay, live)
+
+    def _remove_app(self, name: str) -> socket.socket:
+        """Stop an app for good (a config edit removed or changed it); returns its listener,
+        for an app that now has its address (the same app, or another one: ports swapped)."""
         if self.watcher is not None:
             self.watcher.remove(name)
         launcher = self.launchers.pop(name, None)
@@ -239,11 +271,7 @@ class Runner:
         sup = self.supervisors.pop(name)
         sup.stop()
         self.leaving.append(sup)
-        listener = self.listeners.pop(name)
-        if keep_listener:
-            return listener
-        listener.close()  # the port closes once its retiring generations are gone
-        return None
+        return self.listeners.pop(name)
 
     def _launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> ForkLauncher | None:
         if app.config.reload != "fork":
@@ -279,19 +307,27 @@ class Runner:
             return
         old, self.config = self.config, new
         wanted = {app.name: app for app in self.apps}
+        # Every listener given up here is kept until the apps are added again: an address that
+        # moves to another app (two ports swapped) is handed over instead of bound anew, which
+        # would fail while the old app's retiring generations still hold the socket.
+        released: dict[tuple[str, int], socket.socket] = {}
         for name in [n for n in self.supervisors if n not in wanted]:
             self.notice(f"removed from {new.file.name}: stopping", "info", name)
-            self._remove_app(name)
+            released[_address(self.supervisors[name].app)] = self._remove_app(name)
+        starting = []
         for name, app in wanted.items():
             before = old.apps.get(name)
             if name in self.supervisors and before != app:
-                assert before is not None
-                same = (before.config.host, before.config.port) == (app.config.host, app.config.port)
                 self.notice(f"changed in {new.file.name}: restarting", "info", name)
-                self._add_app(app, self._remove_app(name, keep_listener=same))
+                released[_address(self.supervisors[name].app)] = self._remove_app(name)
+                starting.append(app)
             elif name not in self.supervisors and before is None:
                 self.notice(f"added to {new.file.name}: starting", "info", name)
-                self._add_app(app)
+                starting.append(app)
+        for app in starting:
+            self._add_app(app, released.pop(_address(app), None))
+        for listener in released.values():
+            listener.close()  # the port closes once its retiring generations are gone
         if self.remote is not None:
             self.remote.info.update(configured=list(new.apps))
         self.emit(events.AppsChanged("", tuple((n, s.app.url) for n, s in self.supervisors.items())))
@@ -320,6 +356,37 @@ class Runner:
         self._report_dropped()
         if self.subreaper:
             process.reap_orphans()
+            if time.monotonic() >= self.orphan_scan_at:
+                self.orphan_scan_at = time.monotonic() + ORPHAN_SCAN
+                self._report_escaped()
+
+    def _report_escaped(self) -> None:
+        """Processes that left an app's process group (setsid, a daemonising double fork) and
+        outlived their parent are ours now: say so once each; they are stopped with the runner."""
+        for pid in process.adopted_orphans():
+            if pid not in self.escaped:
+                self.escaped.add(pid)
+                self.notice(f"process {pid} ({process.process_name(pid)}) escaped its app's process group; "
+                            "devrun stops it when it stops", "warning")
+
+    def _stop_orphans(self, wait: float) -> None:
+        """SIGTERM what we adopted, SIGKILL what is still there after `wait` seconds."""
+        if not self.subreaper:
+            return
+        pids = process.adopted_orphans()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            process.reap_orphans()
+            pids = process.adopted_orphans()
+            if pids:
+                time.sleep(0.02)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        process.reap_orphans()
 
     def _all_supervisors(self) -> list[AppSupervisor]:
         return [*self.supervisors.values(), *self.leaving]
@@ -350,6 +417,9 @@ class Runner:
             return
         if isinstance(item, ChildExited):
             gen.close_control()
+            for launcher in self.launchers.values():
+                if launcher.exited(gen):  # a spare: refilled when the app is idle again
+                    return
         for sup in self._all_supervisors():  # a leaving app's generations still report their exit
             if gen in (sup.pending, sup.current, *sup.retiring):
                 sup.handle(item)
@@ -392,8 +462,7 @@ class Runner:
         while not all(s.done for s in sups) and time.monotonic() < deadline:
             if self.stop_requested > seen:  # a second Ctrl-C: no more waiting
                 for sup in sups:
-                    for gen in sup.retiring:
-                        gen.kill()
+                    sup.kill_everything()
                 seen = self.stop_requested
             with contextlib.suppress(queue.Empty):
                 item = self.inbox.get(timeout=TICK)
@@ -404,15 +473,18 @@ class Runner:
             for sup in sups:
                 sup.tick()
         self._kill_all()
+        self._stop_orphans(wait=1.0)
         for sup in self.supervisors.values():
             self.emit(events.Stopped(sup.name))
         return 0
 
     def _kill_all(self) -> None:
         for sup in self._all_supervisors():
-            for gen in (sup.pending, sup.current, *sup.retiring):
-                if gen is not None and not gen.exited:
-                    gen.kill()
+            sup.kill_everything()
+
+
+def _address(app: App) -> tuple[str, int]:
+    return app.config.host, app.config.port
 
 
 def run_apps(config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = True) -> int:

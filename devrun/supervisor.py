@@ -35,6 +35,12 @@ SLOW_START = 3.0
 # How long a reload waits for a git checkout or rebase (.git/index.lock) to finish.
 GIT_LOCK_WAIT = 10.0
 RECENT_OUTPUT = 40
+# A crash loop settles: this many crashes in a row, each soon after its start, and the app waits
+# for a change (or `devrun restart`) instead of restarting for ever.
+MAX_CRASHES = 8
+# How often an app's folder is checked for being there: one that vanished in a way no watched
+# file reported (the folder itself renamed) still turns into "folder missing".
+ROOT_CHECK = 1.0
 
 
 class State(str, Enum):
@@ -78,7 +84,8 @@ class AppSupervisor:
                  clock: Callable[[], float] = time.monotonic, fallback: Fallback | None = None,
                  busy: Callable[[], bool] | None = None,
                  learn: Callable[[list[str], bool], None] | None = None,
-                 stale: Callable[[str], None] | None = None):
+                 stale: Callable[[str], None] | None = None,
+                 rewatch: Callable[[], None] | None = None):
         self.app = app
         self.listener = listener
         self.env = env
@@ -98,10 +105,19 @@ class AppSupervisor:
         self.fallback = fallback
         self.learn = learn
         self.stale = stale
+        self.rewatch = rewatch  # the app's folder is back: its watches went with it
         self.busy = busy or (lambda: git_busy(app.root))
         self.held: dict[str, None] = {}  # changes waiting for git to finish
         self.held_until: float | None = None
         self.recent: deque[str] = deque(maxlen=RECENT_OUTPUT)
+        # Exited leaders whose process groups may still hold what the app started: each group
+        # is killed at the generation's kill_at, so nothing outlives its generation for long.
+        self.groups: list[Generation] = []
+        self.missing = False  # the app's folder is gone: no generation until it is back
+        self.root_check_at = 0.0
+        self.app_writes: set[str] = set()  # watched files the app itself opened for writing
+        self.app_writes_told: set[str] = set()
+        self.pin_failures = 0  # wrong debugger PINs this run: a reload must not reset the lockout
 
     @property
     def name(self) -> str:
@@ -117,6 +133,9 @@ class AppSupervisor:
     def reload(self, paths: tuple[str, ...]) -> None:
         """Files changed: reload, unless git is rewriting the tree (then once, when it is done)."""
         if self.stopping:
+            return
+        paths = self._drop_self_triggered(paths)
+        if not paths:
             return
         if self.busy():
             if self.held_until is None:
@@ -135,6 +154,20 @@ class AppSupervisor:
         self.restart_at = None
         self.emit(events.Reloading(self.name, paths))
         self._launch()
+
+    def _drop_self_triggered(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """The app writing a file its own watch globs match (a log, a SQLite database) would
+        restart itself for ever. Its generations say which files they opened for writing; a
+        change of those alone is the app's own doing, not an edit (said once per file)."""
+        mine = [p for p in paths if p in self.app_writes]
+        if not mine or len(mine) < len(paths):
+            return paths
+        for path in mine:
+            if path not in self.app_writes_told:
+                self.app_writes_told.add(path)
+                self.emit(events.Notice(self.name, f"{path} changed, but the app writes it itself: not reloading "
+                                        "for it; add it to ignore in devrun.yaml", "warning"))
+        return ()
 
     def refresh(self, paths: tuple[str, ...]) -> None:
         """Only live-reload files changed: tell the open pages, keep the process. While a new
@@ -175,8 +208,17 @@ class AppSupervisor:
 
     @property
     def done(self) -> bool:
-        """Stopped and every generation reaped."""
-        return self.stopping and not self.retiring and self.pending is None and self.current is None
+        """Stopped, every generation reaped, and every process group they led gone."""
+        return (self.stopping and not self.retiring and not self.groups and self.pending is None
+                and self.current is None)
+
+    def kill_everything(self) -> None:
+        """SIGKILL every generation and every process group a generation led (the runner is
+        going, by request or by a bug of its own)."""
+        for gen in (self.pending, self.current, *self.retiring, *self.groups):
+            if gen is not None:
+                gen.kill()
+        self.groups.clear()
 
     def tick(self) -> None:
         now = self.clock()
@@ -184,6 +226,12 @@ class AppSupervisor:
             if gen.kill_at is not None and now >= gen.kill_at and not gen.exited:
                 gen.kill()
                 gen.kill_at = None
+        # What a generation left in its group after its leader exited is killed at its kill_at,
+        # or forgotten as soon as the group is empty (then its number may be reused).
+        self.groups = [g for g in self.groups if not g.group_gone(now)]
+        if not self.stopping and now >= self.root_check_at:
+            self.root_check_at = now + ROOT_CHECK
+            self._check_root()
         if self.restart_at is not None and now >= self.restart_at and not self.stopping:
             self.restart_at = None
             self._launch()
@@ -249,9 +297,19 @@ class AppSupervisor:
             self.emit(events.Pages(self.name, int(msg.get("count", 0))))
         elif kind == "refreshed" and gen is self.current and int(msg.get("pages", 0)) > 0:
             self.emit(events.Refreshed(self.name, int(msg["pages"]), str(msg.get("how", "reload"))))
+        elif kind == "writes" and isinstance(msg.get("paths"), list):
+            self.app_writes.update(str(p) for p in msg["paths"])
+        elif kind == "pin_failed":
+            self._pin_failed(msg.get("count"))
         elif kind == "dropped":
             self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
                                     "warning"))
+
+    def _pin_failed(self, count: object) -> None:
+        """The debugger refused a PIN: the next generations start from this count, so a reload
+        never resets Werkzeug's lockout."""
+        if isinstance(count, int) and not isinstance(count, bool) and count > self.pin_failures:
+            self.pin_failures = count
 
     def _maybe_go(self) -> None:
         """Let the current generation accept once no older one still does (or after GO_WAIT)."""
@@ -270,6 +328,9 @@ class AppSupervisor:
         self.emit(events.Exited(self.name, gen.pid, returncode, expected))
         if gen in self.retiring:
             self.retiring.remove(gen)
+        gen.orphaned(self.clock() + self.app.config.graceful_timeout + KILL_MARGIN)
+        if not gen.group_gone(self.clock()):
+            self.groups.append(gen)
         self._maybe_go()
         if expected or self.stopping:
             return
@@ -285,12 +346,21 @@ class AppSupervisor:
         if self.clock() - gen.started >= STABLE_AFTER:
             self.failures = 0
         self.failures += 1
+        how = events.describe_exit(returncode)
+        if self.failures >= MAX_CRASHES:
+            self._set(State.CRASHED)
+            self.emit(events.Notice(self.name, f"crashed ({how}) {self.failures} times in a row; waiting for a "
+                                    f"change (or `devrun restart {self.name}`)", "error"))
+            if self.fallback is not None:
+                self.fallback.answer("keeps crashing", f"The app's process {how}, {self.failures} times in a row "
+                                     "soon after starting; devrun waits for you to save a change. Its last output:",
+                                     list(self.recent))
+            return
         backoff = self.app.config.backoff
         delay = backoff_delay(self.failures, backoff.initial, backoff.max)
         self.restart_at = self.clock() + delay
         # One crash is "crashed"; crashing again right after a restart is a loop: "backing off".
         self._set(State.CRASHED if self.failures == 1 else State.BACKOFF)
-        how = events.describe_exit(returncode)
         self.emit(events.Notice(self.name, f"crashed ({how}); restarting in {delay:.1f}s", "error"))
         if self.fallback is not None:
             self.fallback.answer("crashed", f"The app's process {how}; devrun restarts it in {delay:.1f} s, "
@@ -305,12 +375,46 @@ class AppSupervisor:
             self.pending.closed = True  # it never accepted a connection
             self.retiring.append(self.pending)
             self.pending = None
+        if not self.app.root.is_dir():  # deleted or renamed (a branch switch, a build step)
+            self._cannot_start(f"its folder {self.app.root} is missing", "devrun starts it again once the folder "
+                               "is back.")
+            self.missing = True
+            return
         started = self.clock()  # before asking: a fork server's answer is part of the start
-        gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post)
+        try:
+            gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post,
+                             pin_failures=self.pin_failures)
+        except OSError as exc:  # out of processes or fds, the folder gone at that very moment
+            self._cannot_start(f"cannot start a process: {exc.strerror or exc}",
+                               "devrun tries again when you save a change.")
+            return
         gen.started = started
         self.pending = gen
         self._set(State.RELOADING if self.current is not None else State.STARTING)
         self.emit(events.Starting(self.name, gen.number, gen.pid))
+
+    def _check_root(self) -> None:
+        there = self.app.root.is_dir()
+        if self.missing and there:
+            self.missing = False
+            self.emit(events.Notice(self.name, f"{self.app.root} is back: starting"))
+            if self.rewatch is not None:
+                self.rewatch()
+            self._launch()
+        elif not self.missing and not there:
+            self._launch()  # says the folder is missing, and stops serving what it held
+
+    def _cannot_start(self, summary: str, then: str) -> None:
+        """No generation can start: never keep serving code whose files may be gone; say why on
+        the port and in the views."""
+        if self.current is not None:
+            self._retire(self.current)
+            self.current = None
+        self.restart_at = None
+        self._set(State.ERROR)
+        self.emit(events.AppFailed(self.name, 0, summary, ""))
+        if self.fallback is not None:
+            self.fallback.answer("cannot start", f"{summary[0].upper()}{summary[1:]}; {then}")
 
     def _promote(self, gen: Generation) -> None:
         self.restart_at = None  # a crash of the old generation needs no restart any more

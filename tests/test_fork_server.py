@@ -55,11 +55,13 @@ def forkserver_pids(d: Devrun) -> list[int]:
 
 
 def spare_pid(d: Devrun, serving: int) -> int | None:
+    """The warm spare, by its process name: a retired generation still finishing its requests
+    is another devrun-gen beside the serving one, and was taken for the spare (a flaky test)."""
     from tests.helpers import descendants
 
     assert d.proc is not None
     spares = [p for p in descendants(d.proc.pid) if p != serving
-              and Path(f"/proc/{p}/comm").read_text().strip() == "devrun-gen"]
+              and Path(f"/proc/{p}/comm").read_text().strip() == "devrun-spare"]
     return spares[0] if len(spares) == 1 else None
 
 

@@ -27,6 +27,7 @@ class FakeGen:
     closed: bool = False
     going: bool = False
     go_at: float | None = None
+    group_kill_at: float | None = None
     signals: list[int] = field(default_factory=list)
     told: list[dict[str, object]] = field(default_factory=list)
 
@@ -49,6 +50,12 @@ class FakeGen:
         self.retired = True
         self.signals.append(signal.SIGKILL)
 
+    def orphaned(self, kill_at: float) -> None:
+        self.group_kill_at = kill_at
+
+    def group_gone(self, now: float) -> bool:
+        return True  # a fake leads no real group
+
 
 class Rig:
     def __init__(self, busy: bool = False, root: Path = Path("/tmp"), **cfg: object) -> None:
@@ -60,7 +67,7 @@ class Rig:
         self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
                                  spawn=self.spawn, clock=lambda: self.now, busy=lambda: self.busy)
 
-    def spawn(self, app: App, number: int, *args: object) -> FakeGen:
+    def spawn(self, app: App, number: int, *args: object, **kwargs: object) -> FakeGen:
         gen = FakeGen(app.name, number, 1000 + number)
         self.gens.append(gen)
         return gen

@@ -174,9 +174,12 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, 
             middle = os.getpid()
             generation = _fork()
             if generation == 0:
+                # Its own session before anyone learns its pid: the runner kills a retired fork
+                # server's whole group, and must never take a generation along.
+                os.setsid()
+                os.write(write_pid, str(os.getpid()).encode())
                 os.close(write_pid)
                 become_generation(spec, event_fd, output_fd, sock, middle, stamps)  # never returns
-            os.write(write_pid, str(generation).encode())
         finally:
             os._exit(0)
     os.close(write_pid)
@@ -209,8 +212,8 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         deadline = time.monotonic() + 2.0
         while os.getppid() == middle and time.monotonic() < deadline:
             _sleep(0.0002)
-        os.setsid()  # its own process group: stopping it stops what the app spawns
-        set_name(b"devrun-gen")
+        # A spare says so until it is handed its spec (`ps`, and the tests, tell them apart).
+        set_name(b"devrun-spare" if spec.get("spare") else b"devrun-gen")
         sock.close()
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
@@ -223,6 +226,7 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         if spec.get("spare"):  # the fds are ours, whatever numbers the runner has for them
             spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
                     "control_fd": spec["control_fd"]}
+            set_name(b"devrun-gen")
             stale = changed(stamps)  # as the server checks before a fork, checked now, by us
             if stale:
                 os.write(event_fd, encode_wire("stale", path=stale))
