@@ -313,13 +313,15 @@ class Runner:
         released: dict[tuple[str, int], socket.socket] = {}
         for name in [n for n in self.supervisors if n not in wanted]:
             self.notice(f"removed from {new.file.name}: stopping", "info", name)
-            released[_address(self.supervisors[name].app)] = self._remove_app(name)
+            address = _address(self.supervisors[name].app)
+            released[address] = self._remove_app(name)
         starting = []
         for name, app in wanted.items():
             before = old.apps.get(name)
             if name in self.supervisors and before != app:
                 self.notice(f"changed in {new.file.name}: restarting", "info", name)
-                released[_address(self.supervisors[name].app)] = self._remove_app(name)
+                address = _address(self.supervisors[name].app)
+                released[address] = self._remove_app(name)
                 starting.append(app)
             elif name not in self.supervisors and before is None:
                 self.notice(f"added to {new.file.name}: starting", "info", name)
