@@ -222,9 +222,9 @@ def reap_orphans() -> None:
             os.waitpid(info.si_pid, os.WNOHANG)
 
 
-def adopted_orphans() -> list[int]:
-    """Live processes the runner adopted as a subreaper: what escaped an app's process group
-    (setsid, a double fork) and outlived its parent. Linux only ([] elsewhere)."""
+def adopted_orphans() -> list[tuple[int, int]]:
+    """(pid, process group) of the live processes the runner adopted as a subreaper: what an
+    app's generation left when it exited. Linux only ([] elsewhere)."""
     me = os.getpid()
     out = []
     with contextlib.suppress(OSError):
@@ -233,9 +233,9 @@ def adopted_orphans() -> list[int]:
                 continue
             with contextlib.suppress(OSError, IndexError, ValueError):
                 with open(f"/proc/{name}/stat", "rb") as f:
-                    state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+                    state, ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
                 if int(ppid) == me and state != b"Z":
-                    out.append(int(name))
+                    out.append((int(name), int(pgrp)))
     return out
 
 

@@ -365,8 +365,10 @@ class Runner:
     def _report_escaped(self) -> None:
         """Processes that left an app's process group (setsid, a daemonising double fork) and
         outlived their parent are ours now: say so once each; they are stopped with the runner."""
-        for pid in process.adopted_orphans():
-            if pid not in self.escaped:
+        groups = {g.pid for sup in self._all_supervisors() for g in sup.generations()}
+        for pid, group in process.adopted_orphans():
+            # Still in a generation's group: killed with that group (see AppSupervisor.groups).
+            if pid not in self.escaped and group not in groups:
                 self.escaped.add(pid)
                 self.notice(f"process {pid} ({process.process_name(pid)}) escaped its app's process group; "
                             "devrun stops it when it stops", "warning")
@@ -375,14 +377,14 @@ class Runner:
         """SIGTERM what we adopted, SIGKILL what is still there after `wait` seconds."""
         if not self.subreaper:
             return
-        pids = process.adopted_orphans()
+        pids = [pid for pid, _ in process.adopted_orphans()]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
         while pids and time.monotonic() < deadline:
             process.reap_orphans()
-            pids = process.adopted_orphans()
+            pids = [pid for pid, _ in process.adopted_orphans()]
             if pids:
                 time.sleep(0.02)
         for pid in pids:

@@ -212,12 +212,15 @@ class AppSupervisor:
         return (self.stopping and not self.retiring and not self.groups and self.pending is None
                 and self.current is None)
 
+    def generations(self) -> list[Generation]:
+        """Every generation still running or leading a live process group."""
+        return [g for g in (self.pending, self.current, *self.retiring, *self.groups) if g is not None]
+
     def kill_everything(self) -> None:
         """SIGKILL every generation and every process group a generation led (the runner is
         going, by request or by a bug of its own)."""
-        for gen in (self.pending, self.current, *self.retiring, *self.groups):
-            if gen is not None:
-                gen.kill()
+        for gen in self.generations():
+            gen.kill()
         self.groups.clear()
 
     def tick(self) -> None:
