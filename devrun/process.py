@@ -343,16 +343,24 @@ def read_lines(gen: Generation, fd: int, on_line: Callable[[bytes], None], limit
         *lines, buf = (buf + chunk).split(b"\n")
         for line in lines:
             if not skipping:
-                on_line(line)
+                _hand_on(line, on_line, limit, split_long)
             skipping = False
-        while len(buf) > limit:
+        if len(buf) > limit:  # no newline yet: never buffer more than limit
             if split_long:
-                on_line(buf[:limit])
-                buf = buf[limit:]
+                _hand_on(buf[:len(buf) - len(buf) % limit], on_line, limit, split_long)
+                buf = buf[len(buf) - len(buf) % limit:]
             else:
                 skipping, buf = True, b""
     if buf and not skipping:
         on_line(buf)
+
+
+def _hand_on(line: bytes, on_line: Callable[[bytes], None], limit: int, split_long: bool) -> None:
+    if len(line) <= limit:
+        on_line(line)
+    elif split_long:
+        for start in range(0, len(line), limit):
+            on_line(line[start:start + limit])
 
 
 def _read_events(gen: Generation, fd: int, post: Post) -> None:

@@ -12,7 +12,7 @@ from devrun import events
 from devrun.config import App, AppConfig
 from devrun.events import encode_wire
 from devrun.process import ChildExited, ChildMessage
-from devrun.supervisor import GIT_LOCK_WAIT, AppSupervisor, State
+from devrun.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor, State
 
 
 @dataclass(eq=False)
@@ -150,6 +150,86 @@ def test_crash_backs_off_exponentially_and_a_change_restarts_at_once() -> None:
     count = len(r.gens)
     r.sup.reload(("fix.py",))
     assert len(r.gens) == count + 1 and r.sup.restart_at is None
+
+
+def test_a_crash_loop_settles_into_waiting_for_a_change() -> None:
+    r = Rig(backoff={"initial": 0.1, "max": 0.2})
+    r.sup.start()
+    for _ in range(MAX_CRASHES - 1):
+        r.say(r.gens[-1], "ready")
+        r.exit(r.gens[-1], 1)
+        r.now = r.sup.restart_at  # type: ignore[assignment]
+        r.sup.tick()
+    r.say(r.gens[-1], "ready")
+    r.exit(r.gens[-1], 1)  # the last straw: no restart is scheduled
+    assert r.sup.restart_at is None and r.sup.state is State.CRASHED
+    count = len(r.gens)
+    r.now += 3600
+    r.sup.tick()
+    assert len(r.gens) == count  # it waits, however long
+    assert "waiting for a change" in str(r.events[-1])
+    r.sup.reload(("fix.py",))  # a save starts it again, with a fresh backoff
+    assert len(r.gens) == count + 1 and r.sup.failures == 0
+
+
+def test_a_change_to_a_file_the_app_writes_itself_restarts_nothing() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], "writes", paths=["app.log"])
+    r.say(r.gens[0], "ready")
+    r.sup.reload(("app.log",))
+    r.sup.reload(("app.log",))
+    assert len(r.gens) == 1
+    warnings = [e for e in r.events if isinstance(e, events.Notice) and "app.log" in e.text]
+    assert len(warnings) == 1 and "writes it itself" in warnings[0].text  # said once
+    r.sup.reload(("app.log", "views.py"))  # with a real edit, it reloads
+    assert len(r.gens) == 2
+
+
+def test_the_debugger_pin_failures_are_handed_to_the_next_generation() -> None:
+    r = Rig()
+    seen: list[object] = []
+    r.sup.spawn = lambda app, number, *args, **kwargs: (seen.append(kwargs.get("pin_failures")),
+                                                        r.spawn(app, number))[1]
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], "pin_failed", count=7)
+    r.say(r.gens[0], "pin_failed", count="11")  # not a count: ignored
+    r.sup.reload(("app.py",))
+    assert seen == [0, 7]
+
+
+def test_a_missing_folder_is_a_failed_start_and_its_return_starts_the_app(tmp_path: Path) -> None:
+    root = tmp_path / "svc"
+    root.mkdir()
+    r = Rig(root=root)
+    rewatched: list[bool] = []
+    r.sup.rewatch = lambda: rewatched.append(True)
+    r.sup.start()
+    r.say(r.gens[0], "ready")
+    root.rmdir()
+    r.sup.reload(("app.py",))
+    assert len(r.gens) == 1 and r.gens[0].signals == [signal.SIGTERM]  # never serving vanished code
+    assert r.sup.state is State.ERROR and "is missing" in r.events[-1].summary  # type: ignore[attr-defined]
+    r.now += 5
+    r.sup.tick()
+    assert len(r.gens) == 1
+    root.mkdir()
+    r.now += 5
+    r.sup.tick()
+    assert len(r.gens) == 2 and rewatched == [True]
+
+
+def test_a_start_that_fails_with_an_os_error_is_reported_not_raised() -> None:
+    r = Rig()
+
+    def fail(*args: object, **kwargs: object) -> FakeGen:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    r.sup.spawn = fail
+    r.sup.start()
+    assert r.sup.state is State.ERROR
+    assert "Resource temporarily unavailable" in r.events[-1].summary  # type: ignore[attr-defined]
 
 
 def test_a_generation_that_stayed_up_resets_the_backoff() -> None:
