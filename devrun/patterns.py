@@ -10,9 +10,11 @@ to the folder they sit in, from the repository's top down to the file.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pathspec
 
@@ -23,6 +25,45 @@ BUILTIN_IGNORES: tuple[str, ...] = (
     # editor temporaries and atomic-save leftovers
     "*.swp", "*.swx", "*~", ".#*", r"\#*#", "4913",  # `#` starts a comment: escape it
 )
+
+
+# Per-folder caches hold at most this many folders: a long run meets every folder that ever had a
+# changed file (unique upload or temp folders included), but only the recent ones come back.
+CACHE_SIZE = 4096
+GITIGNORE_MAX_BYTES = 1 << 20
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(Generic[K, V]):
+    """A dict that forgets its least recently used entries past `size`. Not thread-safe: a
+    Matcher is used by the watcher's one thread."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self.data: dict[K, V] = {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def get(self, key: K) -> V:
+        """The value (KeyError when absent), now the most recently used."""
+        value = self.data.pop(key)
+        self.data[key] = value
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self.data.pop(key, None)
+        self.data[key] = value
+        while len(self.data) > self.size:
+            del self.data[next(iter(self.data))]
+
+    def pop(self, key: K) -> None:
+        self.data.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -102,13 +143,17 @@ class Matcher:
         self.ignore = group_rules(self.root, ignore)
         self.builtin = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
         self.respect_gitignore = respect_gitignore
-        self._gitignores: dict[str, pathspec.PathSpec | None] = {}
-        self._tops: dict[str, str] = {}
+        self._gitignores: Lru[str, pathspec.PathSpec | None] = Lru()
+        self._tops: Lru[str, str] = Lru()
+        self._roots = self._find_roots()
 
     @property
     def roots(self) -> list[str]:
         """The folders to watch, outermost first, none inside another: for each pattern its
         base plus the literal folders it starts with (``../shared/**/*.py`` -> ``../shared``)."""
+        return list(self._roots)
+
+    def _find_roots(self) -> list[str]:
         bases = sorted({walk_root(self.root, p) for p in self._watch_patterns if not p.startswith("!")}, key=len)
         out: list[str] = []
         for base in bases:
@@ -130,7 +175,7 @@ class Matcher:
 
     def is_ignored(self, path: str | os.PathLike[str], is_dir: bool = False) -> bool:
         path = os.path.abspath(path)
-        base = next((r for r in self.roots if path.startswith(r + os.sep)), None)
+        base = next((r for r in self._roots if path.startswith(r + os.sep)), None)
         if base is not None:
             rel = os.path.relpath(path, base).replace(os.sep, "/")
             if self.builtin.match_file(rel + "/" if is_dir else rel):
@@ -172,20 +217,35 @@ class Matcher:
 
     def _top(self, folder: str) -> str | None:
         if folder not in self._tops:
-            self._tops[folder] = repo_top(folder) or ""
-        return self._tops[folder] or None
+            self._tops.put(folder, repo_top(folder) or "")
+        return self._tops.get(folder) or None
 
     def _gitignore(self, folder: str) -> pathspec.PathSpec | None:
         if folder not in self._gitignores:
             try:
-                with open(os.path.join(folder, ".gitignore"), encoding="utf-8", errors="replace") as f:
-                    self._gitignores[folder] = pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
-            except OSError:
-                self._gitignores[folder] = None
-            except Exception:  # a malformed line in someone's .gitignore must not stop us
-                self._gitignores[folder] = None
-        return self._gitignores[folder]
+                text = read_regular(os.path.join(folder, ".gitignore"))
+                spec = None if text is None else pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+            except Exception:  # unreadable, or a malformed line in someone's .gitignore: must not stop us
+                spec = None
+            self._gitignores.put(folder, spec)
+        return self._gitignores.get(folder)
 
     def forget_gitignore(self, folder: str) -> None:
         """A .gitignore changed: read it again next time."""
-        self._gitignores.pop(folder, None)
+        self._gitignores.pop(folder)
+
+
+def read_regular(path: str) -> str | None:
+    """The text of a regular file; None when there is none, or when the name is a FIFO, a
+    socket or a device: opening a FIFO blocks until a writer comes, which may be never."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        # O_NONBLOCK: if a FIFO replaced the file since the stat, the open still returns at once.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(GITIGNORE_MAX_BYTES).decode("utf-8", errors="replace")

@@ -5,6 +5,11 @@ after an app's files have been quiet for its ``reload_delay`` (and at the latest
 ``MAX_WAIT`` after the first change of a steady stream). A batch holds the changed files the
 app's ``watch`` matches (code: a restart) and, apart, those only its ``live_reload.watch``
 matches (the browser refreshes, the process stays).
+
+Folders are watched one by one, so ignored ones (node_modules, .venv, .git, ...) are never
+walked and never cost a watch. They are watched by `FolderWatches`: one thread for every
+folder of every app. Everything below that touches an app's watches (`_AppWatch`, `_FileWatch`)
+runs on that thread; `Watcher`'s methods hand their work to it.
 """
 
 from __future__ import annotations
@@ -15,34 +20,25 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from watchdog.events import (
-    EVENT_TYPE_ATTRIB,
-    EVENT_TYPE_CREATED,
-    EVENT_TYPE_DELETED,
-    EVENT_TYPE_MODIFIED,
-    EVENT_TYPE_MOVED,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver
 
+from devrun.folder_watches import CHANGE_EVENTS, CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
 from devrun.patterns import Matcher
+
+__all__ = ["CHANGE_EVENTS", "MAX_WAIT", "Batch", "Debouncer", "Watcher"]
 
 log = logging.getLogger(__name__)
 
-# Only real changes count: watchdog also reports files being opened and closed without a
-# write, which every request that reads a template produces.
-# `touch app.py` (an attribute change) is the time-honoured way to force a reload.
-CHANGE_EVENTS = frozenset({
-    EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED, EVENT_TYPE_ATTRIB,
-})
 MAX_WAIT = 1.0
 POLL_INTERVAL = 0.5
+# Folders that cannot be watched for these reasons are skipped quietly, as git would skip them.
+UNWATCHABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP})
+OUT_OF_WATCHES = ("out of inotify watches, falling back to polling (slower); raise the limit "
+                  "with: sudo sysctl fs.inotify.max_user_watches=524288")
+Files = list[os.DirEntry[str]]
 
 @dataclass(frozen=True)
 class Batch:
@@ -127,203 +123,290 @@ class Debouncer:
             self.cond.notify()
 
 
-class _AppWatch(FileSystemEventHandler):
-    """One app's watches: a non-recursive watch per kept folder, so ignored folders
-    (node_modules, .venv, .git, ...) are never walked and never cost an inotify watch."""
+class _AppWatch:
+    """One app's watches: a watch per kept folder. Runs on the FolderWatches thread only."""
 
     def __init__(self, watcher: Watcher, name: str, matcher: Matcher, live: Matcher | None = None):
         self.watcher = watcher
+        self.folders = watcher.folders
         self.name = name
         self.matcher = matcher
         self.live = live
-        self.watches: dict[str, ObservedWatch] = {}
-        self.polling = False
-
-    # -- events (observer thread) ---------------------------------------------------------
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        try:
-            self._dispatch(event)
-        except Exception:  # never let one odd event kill the observer thread
-            log.exception("error handling file event %r", event)
-
-    def _dispatch(self, event: FileSystemEvent) -> None:
-        kind = event.event_type
-        if kind not in CHANGE_EVENTS:
-            return
-        src = _text(event.src_path)
-        dest = _text(event.dest_path) if kind == EVENT_TYPE_MOVED else ""
-        if event.is_directory:
-            if kind in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED):
-                self.unwatch_tree(src)
-            new = dest or (src if kind == EVENT_TYPE_CREATED else "")
-            if new and not self.polling and not self.matcher.is_ignored_dir(new):
-                # Files may have landed in it before its watch existed: scan them as changes.
-                self.watch_tree(new, scan=True)
-            return
-        for path in (src, dest):  # an atomic save renames a temp file over the target
-            if not path:
-                continue
-            if os.path.basename(path) == ".gitignore":
-                for matcher in self.matchers:
-                    matcher.forget_gitignore(os.path.dirname(path))
-            self.changed(path)
+        self.watches: set[str] = set()
+        self.polling = False  # some of its folders are polled: the system ran out of watches
+        self.told: set[int] = set()  # errnos already reported
 
     @property
     def matchers(self) -> tuple[Matcher, ...]:
         return (self.matcher,) if self.live is None else (self.matcher, self.live)
 
-    def changed(self, path: str) -> None:
-        # A file both globs match is code: the restart refreshes the browser as well.
-        if self.matcher.matches(path):
-            self.watcher.debouncer.add(self.name, self.matcher.label(path))
-        elif self.live is not None and self.live.matches(path):
-            self.watcher.debouncer.add(self.name, self.live.label(path), code=False)
-
     @property
     def roots(self) -> list[str]:
         return list(dict.fromkeys(root for matcher in self.matchers for root in matcher.roots))
 
+    def open(self) -> None:
+        for root in self.roots:
+            if not os.path.isdir(root):
+                self.watcher.on_notice(self.name, f"not watching {root}: no such folder")
+                continue
+            self.watch_tree(root, follow_top=True)
+
+    def close(self) -> None:
+        for folder in self.watches:
+            self.folders.unwatch(folder, self)
+        self.watches.clear()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def on_change(self, change: Change) -> None:
+        if change.is_dir:
+            if change.kind in (DELETED, MOVED_FROM):
+                self.unwatch_tree(change.path)
+            elif change.kind in (CREATED, MOVED_TO) and not self.matcher.is_ignored_dir(change.path):
+                # Files may have landed in it before its watch existed: scan them as changes.
+                self.watch_tree(change.path, scan=True)
+            return  # a folder's own modified/attrib events say nothing a file's event does not
+        if os.path.basename(change.path) == ".gitignore":
+            for matcher in self.matchers:
+                matcher.forget_gitignore(os.path.dirname(change.path))
+        self.changed(change.path)
+
+    def on_lost(self, folder: str) -> None:
+        """Its watch ended by itself (deleted, moved away): what was below it went with it."""
+        self.unwatch_tree(folder)
+
+    def on_overflow(self, since: float) -> None:
+        """The kernel dropped events: watch what appeared meanwhile, forget what went, and
+        report the files changed since `since`. When none did, a folder whose entries changed
+        may have lost a watched file (a delete leaves nothing to find): report the folder."""
+        for folder in [f for f in self.watches if not os.path.isdir(f)]:
+            self.unwatch_tree(folder)
+        reported, touched = 0, []
+        for root in self.roots:
+            if not os.path.isdir(root):
+                continue
+            for folder, files in self._walk(root, follow_top=True, rewalk=True):
+                reported += sum(self.changed(f.path) for f in files if _changed_since(f, since))
+                if _changed_since(folder, since):
+                    touched.append(folder)
+        if not reported:
+            for folder in touched:
+                self.watcher.report(self.name, self.matcher.label(folder).rstrip("/") + "/", True)
+
+    def changed(self, path: str) -> bool:
+        # A file both globs match is code: the restart refreshes the browser as well.
+        if self.matcher.matches(path):
+            self.watcher.report(self.name, self.matcher.label(path), True)
+            return True
+        if self.live is not None and self.live.matches(path):
+            self.watcher.report(self.name, self.live.label(path), False)
+            return True
+        return False
+
     # -- watches ---------------------------------------------------------------------------
 
-    def watch_tree(self, top: str, scan: bool = False) -> None:
-        stack = [top]
-        while stack:
-            folder = stack.pop()
-            if folder in self.watches:
-                continue
-            try:
-                self.watches[folder] = self.watcher.schedule(self, folder)
-                entries = list(os.scandir(folder))
-            except FileNotFoundError:
-                continue  # gone again already
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    self.watcher.out_of_watches(self)
-                    return
-                if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOTDIR):
-                    continue
-                raise
-            for entry in entries:
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                if is_dir:
-                    if not self.matcher.is_ignored_dir(entry.path):
-                        stack.append(entry.path)
-                elif scan:
+    def watch_tree(self, top: str, scan: bool = False, follow_top: bool = False) -> None:
+        for _, files in self._walk(top, follow_top):
+            if scan:
+                for entry in files:
                     self.changed(entry.path)
 
     def unwatch_tree(self, top: str) -> None:
-        for folder in [f for f in self.watches if f == top or f.startswith(top + os.sep)]:
-            self.watcher.unschedule(self, self.watches.pop(folder))
+        prefix = top + os.sep
+        for folder in [f for f in self.watches if f == top or f.startswith(prefix)]:
+            self.watches.discard(folder)
+            self.folders.unwatch(folder, self)
+
+    def _walk(self, top: str, follow_top: bool = False, rewalk: bool = False) -> Iterator[tuple[str, Files]]:
+        """Kept folders from top down, each watched before it is listed (a file created in
+        between is seen either way), with their non-folder entries. Symlinks are never
+        followed and a folder met twice (a bind mount of its parent) is walked once."""
+        seen = {_identity(top)}
+        stack = [(top, follow_top)]
+        while stack:
+            folder, follow = stack.pop()
+            if folder in self.watches:
+                if not rewalk:
+                    continue
+            elif not self._watch(folder, follow):
+                continue
+            files = []
+            for entry in _entries(folder):
+                if not _is_dir(entry):
+                    files.append(entry)
+                    continue
+                key = _identity(entry)
+                if key not in seen and not self.matcher.is_ignored_dir(entry.path):
+                    seen.add(key)
+                    stack.append((entry.path, False))
+            yield folder, files
+
+    def _watch(self, folder: str, follow: bool) -> bool:
+        try:
+            native = self.folders.watch(folder, self, follow)
+        except OSError as exc:
+            if exc.errno not in UNWATCHABLE and exc.errno not in self.told:
+                self.told.add(exc.errno or 0)
+                self.watcher.on_notice(self.name, f"not watching {folder}: {exc.strerror or exc}")
+            return False
+        self.watches.add(folder)
+        if not native and not self.polling and self.folders.source is not None:
+            self.polling = True
+            self.watcher.on_notice(self.name, OUT_OF_WATCHES)
+        return True
 
 
-class _FileWatch(FileSystemEventHandler):
+class _FileWatch:
+    """One file (devrun.yaml): a watch of its folder, reporting this name only."""
+
     def __init__(self, watcher: Watcher, key: str, path: str):
         self.watcher = watcher
-        self.key = key
+        self.name = key
         self.path = path
 
-    def dispatch(self, event: FileSystemEvent) -> None:
-        if event.event_type not in CHANGE_EVENTS or event.is_directory:
-            return
-        paths = (_text(event.src_path), _text(event.dest_path) if event.event_type == EVENT_TYPE_MOVED else "")
-        if self.path in paths:  # an editor's atomic save arrives as a move onto it
-            self.watcher.debouncer.add(self.key, os.path.basename(self.path))
+    def on_change(self, change: Change) -> None:
+        if change.path == self.path and not change.is_dir:  # an editor's atomic save moves onto it
+            self.watcher.report(self.name, os.path.basename(self.path), True)
+
+    def on_lost(self, folder: str) -> None:
+        pass  # the project folder itself went away: nothing left to reload from
+
+    def on_overflow(self, since: float) -> None:
+        if _changed_since(self.path, since):
+            self.watcher.report(self.name, os.path.basename(self.path), True)
 
 
-def _text(path: bytes | str) -> str:
-    return os.fsdecode(path)
+def _entries(folder: str) -> Files:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:  # gone again, or unreadable
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _identity(place: str | os.DirEntry[str]) -> tuple[int, int]:
+    try:
+        st = place.stat(follow_symlinks=False) if isinstance(place, os.DirEntry) else os.stat(place)
+    except OSError:
+        return (-1, id(place))  # unknown: never equal to another
+    return st.st_dev, st.st_ino
+
+
+def _changed_since(place: str | os.DirEntry[str], since: float) -> bool:
+    try:
+        st = place.stat(follow_symlinks=False) if isinstance(place, os.DirEntry) else os.stat(place)
+    except OSError:
+        return False
+    return max(st.st_mtime, st.st_ctime) >= since
+
+
+class _LogRelay(logging.Handler):
+    """devrun configures no logging, so a library's warning would reach Python's last-resort
+    handler and print as a bare line among the apps' output. (watchdog logged
+    "InotifyEmitter.queue_events() called when the thread is inactive" this way.) Attached to
+    the loggers of the watcher's code and of watchdog, this handler turns such records into
+    devrun notices instead. While a handler is attached, the last resort is never used."""
+
+    LOGGERS = ("watchdog", "devrun.watcher", "devrun.folder_watches")
+
+    def __init__(self, on_notice: Callable[[str, str], None]):
+        super().__init__(logging.WARNING)
+        self.on_notice = on_notice
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # reporting a problem must never become one
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                text += f": {record.exc_info[1]!r}"
+            self.on_notice("", f"file watcher: {text}")
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
 
 class Watcher:
-    """Watches every app's roots and reports debounced batches of changed files."""
+    """Watches every app's roots and reports debounced batches of changed files.
+
+    `observer` (a watchdog observer) replaces the platform's source of events; without it,
+    Linux uses one inotify instance and other systems watchdog's default Observer."""
 
     def __init__(self, on_batch: OnBatch, on_notice: Callable[[str, str], None] | None = None,
                  observer: BaseObserver | None = None):
         self.debouncer = Debouncer(on_batch)
         self.on_notice = on_notice or (lambda app, text: None)
-        self.observer = observer or Observer()
-        self.poller: BaseObserver | None = None
+        self.relay = _LogRelay(self.on_notice)
+        self.relay.attach()
+        self.folders = FolderWatches(lambda text: self.on_notice("", text), observer, POLL_INTERVAL)
         self.apps: dict[str, _AppWatch] = {}
         self.files: dict[str, _FileWatch] = {}
-        self.lock = threading.RLock()
+        self.started = False
 
     def add(self, name: str, matcher: Matcher, delay: float, live: Matcher | None = None) -> None:
         """Watch an app: `matcher` for its code, `live` (if any) for files that only refresh
         the browser. Both share the app's ignores, so the folders walked are the same."""
         self.debouncer.delays[name] = delay
-        app = self.apps[name] = _AppWatch(self, name, matcher, live)
-        with self.lock:
-            for root in app.roots:
-                if not os.path.isdir(root):
-                    self.on_notice(name, f"not watching {root}: no such folder")
-                    continue
-                app.watch_tree(root)
-                if app.polling:
-                    break
+        self.folders.call(self._add, _AppWatch(self, name, matcher, live))
 
     def remove(self, name: str) -> None:
         """Stop watching an app (it was removed from devrun.yaml)."""
-        with self.lock:
-            app = self.apps.pop(name, None)
-            if app is None:
-                return
-            for watch in app.watches.values():
-                self.unschedule(app, watch)
-            app.watches.clear()
+        self.folders.call(self._remove, name)
         self.debouncer.delays.pop(name, None)
 
     def watch_file(self, key: str, path: str, delay: float) -> None:
-        """Watch one file (devrun.yaml): a non-recursive watch of its folder, this name only."""
+        """Watch one file (devrun.yaml): a watch of its folder, this name only."""
         self.debouncer.delays[key] = delay
-        handler = _FileWatch(self, key, os.path.abspath(path))
-        self.files[key] = handler
-        with self.lock:
-            self.observer.schedule(handler, os.path.dirname(handler.path), recursive=False)
+        self.folders.call(self._watch_file, _FileWatch(self, key, os.path.abspath(path)))
 
     def watch_count(self, name: str) -> int:
-        return len(self.apps[name].watches)
+        return self.folders.call(lambda: len(self.apps[name].watches))
 
-    def schedule(self, app: _AppWatch, folder: str) -> ObservedWatch:
-        with self.lock:
-            return self.observer.schedule(app, folder, recursive=False)
-
-    def unschedule(self, app: _AppWatch, watch: ObservedWatch) -> None:
-        observer = self.poller if app.polling and self.poller is not None else self.observer
-        with self.lock, contextlib.suppress(KeyError, OSError):
-            # Another app may watch the same folder: remove only our handler.
-            observer.remove_handler_for_watch(app, watch)
-
-    def out_of_watches(self, app: _AppWatch) -> None:
-        """The system ran out of inotify watches: poll this app's roots instead of crashing."""
-        with self.lock:
-            if app.polling:
-                return
-            for watch in app.watches.values():
-                self.unschedule(app, watch)
-            app.watches.clear()
-            app.polling = True
-            if self.poller is None:
-                self.poller = PollingObserver(timeout=POLL_INTERVAL)
-                self.poller.start()
-            for root in app.roots:
-                if os.path.isdir(root):
-                    app.watches[root] = self.poller.schedule(app, root, recursive=True)
-        self.on_notice(app.name, "out of inotify watches, falling back to polling (slower); raise the limit "
-                       "with: sudo sysctl fs.inotify.max_user_watches=524288")
+    def report(self, key: str, label: str, code: bool) -> None:
+        # Before start nothing is reported, as before: changes made while the apps were being
+        # set up are theirs.
+        if self.started:
+            self.debouncer.add(key, label, code)
 
     def start(self) -> None:
+        self.folders.call(self.folders.settle)
+        self.started = True
         self.debouncer.start()
-        self.observer.start()
+        self.folders.start()
 
     def stop(self) -> None:
         self.debouncer.close()
-        for observer in (self.observer, self.poller):
-            if observer is not None:
-                observer.stop()
-        for observer in (self.observer, self.poller):
-            if observer is not None and observer.is_alive():
-                observer.join(timeout=2)
+        self.folders.stop()
+        self.relay.detach()
+
+    # -- on the FolderWatches thread -------------------------------------------------------
+
+    def _add(self, app: _AppWatch) -> None:
+        self._remove(app.name)
+        self.apps[app.name] = app
+        app.open()
+
+    def _remove(self, name: str) -> None:
+        app = self.apps.pop(name, None)
+        if app is not None:
+            app.close()
+
+    def _watch_file(self, handler: _FileWatch) -> None:
+        old = self.files.pop(handler.name, None)
+        if old is not None:
+            self.folders.unwatch(os.path.dirname(old.path), old)
+        self.files[handler.name] = handler
+        try:
+            self.folders.watch(os.path.dirname(handler.path), handler, follow=True)
+        except OSError as exc:
+            self.on_notice("", f"not watching {handler.path}: {exc.strerror or exc}")
