@@ -252,6 +252,7 @@ def generation_spec(app: App, number: int, listener: socket.socket, pin_failures
     return {
         "name": app.name,
         "number": number,
+        "host": cfg.host,  # the names devrun's own pages and the debugger accept as Host
         "app": cfg.app,
         "cwd": str(app.root),
         "listen_fd": listener.fileno(),

@@ -304,6 +304,8 @@ class AppSupervisor:
             self.app_writes.update(str(p) for p in msg["paths"])
         elif kind == "pin_failed":
             self._pin_failed(msg.get("count"))
+        elif kind == "pin_ok":  # a right PIN resets Werkzeug's count: the next generation's too
+            self.pin_failures = 0
         elif kind == "dropped":
             self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
                                     "warning"))

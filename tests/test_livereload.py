@@ -17,6 +17,14 @@ from devrun.worker.livereload import EVENTS_PATH, SCRIPT_PATH, LiveHub, LiveRelo
 TAG = script_tag("g7")
 
 
+class LocalClient(Client):
+    """A browser on this machine: a loopback peer (Werkzeug's test environ has no REMOTE_ADDR)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["environ_base"] = {"REMOTE_ADDR": "127.0.0.1", **(kwargs.get("environ_base") or {})}
+        return super().open(*args, **kwargs)
+
+
 class Reports(list[tuple[str, dict[str, Any]]]):
     def __call__(self, kind: str, **fields: Any) -> None:
         self.append((kind, fields))
@@ -52,7 +60,7 @@ def app_returning(body: bytes, headers: list[tuple[str, str]], status: str = "20
 
 
 def fetch(app: Callable[..., Iterable[bytes]], method: str = "GET", path: str = "/") -> Any:
-    return Client(LiveReload(app, ScriptedHub([None]))).open(path, method=method)
+    return LocalClient(LiveReload(app, ScriptedHub([None]))).open(path, method=method)
 
 
 def test_html_gets_the_script_before_the_last_body_end() -> None:
@@ -100,7 +108,7 @@ def test_the_reserved_paths_are_devruns() -> None:
         return [b""]
 
     hub = ScriptedHub(["reload", "css", None])
-    client = Client(LiveReload(app, hub))
+    client = LocalClient(LiveReload(app, hub))
     js = client.get(SCRIPT_PATH)
     assert js.headers["Content-Type"].startswith("application/javascript") and b"EventSource" in js.data
     stream = client.get(EVENTS_PATH + "?generation=g6")
@@ -116,7 +124,7 @@ def test_the_reserved_paths_are_devruns() -> None:
 def test_a_stopping_hub_ends_a_new_stream_at_once() -> None:
     hub = LiveHub("g7", Reports())
     hub.close()
-    stream = Client(LiveReload(lambda e, s: [], hub)).get(EVENTS_PATH)
+    stream = LocalClient(LiveReload(lambda e, s: [], hub)).get(EVENTS_PATH)
     assert stream.status_code == 200 and stream.data == b""
     assert not hub.streams
 
@@ -162,3 +170,57 @@ def test_a_stream_ends_as_soon_as_its_page_goes_away() -> None:
         assert hub.streams == set()
     finally:
         ours.close()
+
+
+def flask_static_app(tmp_path: Any) -> Any:
+    from flask import Flask
+
+    page = b"<!doctype html><html><head><title>static</title></head><body>" + b"x" * 200 + b"</body></html>\n"
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "page.html").write_bytes(page)
+    return Flask("static_site", static_folder=str(tmp_path / "static")), page
+
+
+def test_a_range_of_a_static_html_file_is_left_byte_for_byte(tmp_path: Any) -> None:
+    app, page = flask_static_app(tmp_path)
+    client = LocalClient(LiveReload(app, ScriptedHub([None])))
+    part = client.get("/static/page.html", headers={"Range": "bytes=-30"})
+    assert part.status_code == 206
+    assert part.data == page[-30:] and part.headers["Content-Length"] == "30"
+    assert part.headers["Content-Range"] == f"bytes {len(page) - 30}-{len(page) - 1}/{len(page)}"
+    whole = client.get("/static/page.html")  # the whole file still gets the script
+    assert whole.status_code == 200 and TAG in whole.data
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    ("206 Partial Content", [("Content-Type", "text/html"), ("Content-Range", "bytes 0-13/40")]),
+    ("200 OK", [("Content-Type", "text/html"), ("Content-Range", "bytes 0-13/14")]),
+    ("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "br")]),
+    ("204 No Content", [("Content-Type", "text/html")]),
+])
+def test_parts_encodings_and_empty_answers_are_never_touched(status: str, headers: list[tuple[str, str]]) -> None:
+    body = b"<body></body>"
+    r = fetch(app_returning(body, [*headers, ("Content-Length", str(len(body)))], status))
+    assert TAG not in r.data
+
+
+def test_an_identity_encoding_is_still_html() -> None:
+    body = b"<body></body>"
+    r = fetch(app_returning(body, [("Content-Type", "text/html"), ("Content-Encoding", "identity"),
+                                   ("Content-Length", str(len(body)))]))
+    assert TAG in r.data
+
+
+def test_a_foreign_host_or_peer_gets_no_script_and_no_stream() -> None:
+    page = b"<body>hi</body>"
+    app = app_returning(page, [("Content-Type", "text/html"), ("Content-Length", str(len(page)))])
+    client = LocalClient(LiveReload(app, ScriptedHub(["reload", None])))
+    foreign = {"Host": "attacker.example:5000"}
+    events = client.get(EVENTS_PATH, headers=foreign)
+    assert events.status_code == 400 and b"generation" not in events.data and b"g7" not in events.data
+    assert client.get(SCRIPT_PATH, headers=foreign).status_code == 400
+    assert client.get("/", headers=foreign).data == page  # the app's page, untouched (no generation in it)
+    remote = {"REMOTE_ADDR": "10.1.2.3"}
+    assert client.get(EVENTS_PATH, headers={"Host": "localhost:5000"}, environ_base=remote).status_code == 403
+    assert client.get("/", environ_base=remote).data == page
+    assert TAG in client.get("/").data  # a loopback client with a loopback name: as before

@@ -1,10 +1,16 @@
-"""What the port serves while the app's code cannot load: a 500 page with the traceback."""
+"""What the port serves while the app's code cannot load: a 500 page with the traceback.
+
+The traceback goes only to requests devrun trusts (devrun.loopback); others get a plain 500.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from devrun.loopback import LOOPBACK, Trust
+from devrun.worker.guard import plain_500
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>devrun: {title}</title>
@@ -19,7 +25,9 @@ reload this page.</p>
 
 
 def error_app(name: str, spec: str, exc: BaseException, traceback_text: str,
-              debug: bool) -> Callable[..., Any]:
+              debug: bool, trust: Trust = LOOPBACK) -> Callable[..., Any]:
+    """With debug, an app that raises the load error again (the debugger shows it, behind its
+    guard); without, devrun's own page."""
     summary = f"{type(exc).__name__}: {exc}"
     if debug:
         if not isinstance(exc, Exception):
@@ -44,6 +52,8 @@ def error_app(name: str, spec: str, exc: BaseException, traceback_text: str,
     ).encode("utf-8")
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if trust.refuses(environ) is not None:
+            return plain_500(start_response, what="devrun could not load the app's code.")
         start_response("500 Internal Server Error", [
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(body))),

@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from devrun.loopback import LOOPBACK, Trust
+from devrun.worker.guard import refuse
+
 PREFIX = "/__devrun__/"
 EVENTS_PATH = PREFIX + "events"
 SCRIPT_PATH = PREFIX + "livereload.js"
@@ -159,16 +162,28 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
 
 
-class LiveReload:
-    """Wraps the user's app: injects the script, serves /__devrun__/ (script and events)."""
+def _identity(headers: list[tuple[str, str]]) -> bool:
+    """No Content-Encoding (or identity): the bytes are the HTML itself, not a compressed form of it."""
+    encoding = _header(headers, "content-encoding")
+    return encoding is None or encoding.strip().lower() in ("", "identity")
 
-    def __init__(self, app: WSGIApp, hub: LiveHub):
+
+class LiveReload:
+    """Wraps the user's app: injects the script, serves /__devrun__/ (script and events), both
+    only for requests `trust` accepts (devrun.loopback): others get the app's responses untouched
+    and a refusal under /__devrun__/."""
+
+    def __init__(self, app: WSGIApp, hub: LiveHub, trust: Trust = LOOPBACK):
         self.app = app
         self.hub = hub
+        self.trust = trust
         self.tag = script_tag(hub.generation)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        refused = self.trust.refuses(environ)
+        if refused is not None:
+            return refuse(refused, start_response) if path.startswith(PREFIX) else self.app(environ, start_response)
         if path == SCRIPT_PATH:
             body = CLIENT_JS.encode()
             start_response("200 OK", [("Content-Type", "application/javascript; charset=utf-8"),
@@ -237,8 +252,8 @@ class LiveReload:
         ctype = (_header(headers, "content-type") or "").lower()
         length = _header(headers, "content-length")
         code = status.split(" ", 1)[0]
-        touchable = (ctype.startswith("text/html") and _header(headers, "content-encoding") is None
-                     and code not in ("204", "304") and not code.startswith("1")
+        touchable = (ctype.startswith("text/html") and _identity(headers) and code not in ("204", "206", "304")
+                     and not code.startswith("1") and _header(headers, "content-range") is None
                      and (length is not None or isinstance(result, list | tuple)))
         if not touchable or (length is not None and length.isdigit() and int(length) > MAX_BUFFER):
             start_response(status, headers, captured["exc_info"])

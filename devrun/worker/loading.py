@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from devrun.importspec import ImportSpec
@@ -17,9 +20,69 @@ class AppLoadError(Exception):
     """The import string resolved to something that cannot serve."""
 
 
+RUN_AT_IMPORT = (
+    "the app started its own server while devrun imported it (`app.run()` at module level): "
+    "guard that call with `if __name__ == \"__main__\":` so that only `python {module}.py` runs it"
+)
+
+
+@contextlib.contextmanager
+def _no_server_of_its_own(module: str) -> Iterator[None]:
+    """`app.run()` at import would serve forever on its own port, and the import would never end:
+    while importing, Werkzeug's development server refuses to start, with the fix. Werkzeug is
+    patched when the app imports it, so an app that never does pays nothing."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AppLoadError(RUN_AT_IMPORT.format(module=module.replace(".", "/")))
+
+    patched: list[Any] = []
+
+    def patch(serving: Any) -> None:
+        patched.append((serving, serving.run_simple))
+        serving.run_simple = refuse
+
+    finder = _AfterImport("werkzeug.serving", patch)
+    if "werkzeug.serving" in sys.modules:
+        patch(sys.modules["werkzeug.serving"])
+    else:
+        sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+        for serving, original in patched:
+            serving.run_simple = original
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` once the named module has been executed by its own loader."""
+
+    def __init__(self, name: str, then: Callable[[Any], None]):
+        self.name = name
+        self.then = then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # let the other finders find it, once
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run, then = spec.loader.exec_module, self.then
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            then(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 def load_app(spec: ImportSpec, root: str) -> Callable[..., Any]:
     top = spec.module.split(".")[0]
-    module = importlib.import_module(spec.module)
+    with _no_server_of_its_own(spec.module):
+        module = importlib.import_module(spec.module)
     mine = os.path.join(root, top + ".py")
     if top in STDLIB and not _inside(module, root) and (os.path.exists(mine) or os.path.isdir(mine[:-3])):
         raise AppLoadError(

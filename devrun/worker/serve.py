@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -22,11 +24,13 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from devrun.importspec import parse_import_string
-from devrun.worker.debugging import enable_framework_debug, enable_template_reload, wrap_debugger
+from devrun.loopback import Trust, is_loopback_address
+from devrun.worker.debugging import enable_framework_debug, enable_template_reload, pin_failure_message, wrap_debugger
 from devrun.worker.errorpage import error_app
 from devrun.worker.livereload import PREFIX, SOCKET_KEY, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
+from devrun.worker.writes import report_writes
 
 SPEC_ENV = "DEVRUN_WORKER"
 
@@ -130,14 +134,50 @@ FIRST_REQUEST_GRACE = 1.0
 def close_idle(handlers: set[ReportingHandler], fresh: bool = False) -> None:
     """Shut idle keep-alive connections, so browsers move to the new code at once. A connection
     accepted just now whose first request is still on its way is not idle: it gets a moment to
-    arrive (then an answer with Connection: close) before it is shut too (fresh=True)."""
+    arrive (then an answer with Connection: close) before it is shut too (fresh=True). Nor is one
+    whose next request already waits in the kernel, unread because its greenlet has not run yet:
+    shutting it would lose that request (a POST is not retried); it is answered with Connection: close."""
     for handler in list(handlers):
         if getattr(handler, "busy", False) or (not fresh and getattr(handler, "served", 0) == 0):
             continue
         sock = getattr(handler, "socket", None)
-        if sock is not None:
+        if sock is not None and not _has_input(sock):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _has_input(sock: Any) -> bool:
+    """Bytes (or the peer's close) wait to be read: asked of the OS at once, never waited for."""
+    try:
+        poller = monkey.get_original("select", "poll")()  # gevent's would yield to the hub
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed meanwhile: nothing left to protect
+        return False
+
+
+def trusts(spec: dict[str, Any], listener: socket.socket) -> tuple[Trust, Trust, Trust]:
+    """Who sees the error page, the debugger, live reload (devrun.loopback). The configured host
+    comes in the spec; before it did, the bound address stands for it."""
+    host = str(spec.get("host") or listener.getsockname()[0])
+    debug_remote = bool(spec["debug"].get("allow_remote"))
+    # Live reload off loopback passed config validation only with an allow_remote opt-in.
+    live_remote = debug_remote or not is_loopback_address(listener.getsockname()[0])
+    return Trust(host), Trust(host, debug_remote), Trust(host, live_remote)
+
+
+def pin_reporter(reporter: Reporter) -> Callable[[int], None]:
+    """Tell the runner (which keeps the count for the next generations) and the user."""
+
+    def report(count: int) -> None:
+        if count == 0:  # the right PIN: Werkzeug started counting again
+            reporter.send("pin_ok")
+            return
+        reporter.send("pin_failed", count=count)
+        sys.stderr.write(pin_failure_message(count) + "\n")
+        sys.stderr.flush()
+
+    return report
 
 
 def read_commands(fd: int, hub: LiveHub | None, pending: bytes = b"") -> None:
@@ -174,6 +214,7 @@ def run(spec: dict[str, Any]) -> int:
     die_with_runner(spec["runner_pid"], spec.get("lifeline_fd"))
     reporter = Reporter(spec.get("event_fd"))
     listener = socket.socket(fileno=spec["listen_fd"])
+    page_trust, debug_trust, live_trust = trusts(spec, listener)
     root = spec["cwd"]
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -182,6 +223,9 @@ def run(spec: dict[str, Any]) -> int:
     gevent.signal_handler(signal.SIGUSR1, go.set)
     debug = spec["debug"]
     import_spec = parse_import_string(spec["app"])
+    # Before the app's import: a log or database it opens right then is its own, not an edit.
+    report_writes(root, spec.get("watch_roots", []),
+                  lambda paths: [reporter.send("writes", paths=[path]) for path in paths])
     failed = None
     try:
         app = load_app(import_spec, root)
@@ -198,13 +242,14 @@ def run(spec: dict[str, Any]) -> int:
         sys.stderr.write(text.rstrip("\n") + "\n")
         sys.stderr.flush()
         failed = (summary, text)
-        app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"])
+        app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"], page_trust)
     if debug["enabled"]:
-        app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"], allow_remote=debug["allow_remote"])
+        app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"], trust=debug_trust,
+                            pin_failures=int(spec.get("pin_failures") or 0), on_pin=pin_reporter(reporter))
     hub = None
     if spec.get("live"):  # outermost, so the debugger's and the error pages get the script too
         hub = LiveHub(f"{spec['runner_pid']}.{spec['number']}", reporter.send)
-        app = LiveReload(app, hub)
+        app = LiveReload(app, hub, live_trust)
     if spec.get("control_fd") is not None:
         gevent.spawn(read_commands, spec["control_fd"], hub, spec.get("control_pending", "").encode("latin-1"))
 
