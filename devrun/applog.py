@@ -19,14 +19,15 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from devrun import statefiles
+
 _LOG_NAME = re.compile(r"(?P<app>.+)\.log(?:\.(?P<n>[1-9][0-9]*))?")
 _CHUNK = 64 * 1024
 
 
 def _check_name(app: str) -> None:
-    # Names come from devrun.yaml, where any string is a valid key: none may leave the folder.
-    if not app or app.startswith(".") or any(c in app for c in "/\\\0"):
-        raise ValueError(f"app name {app!r} cannot name a log file (empty, leading dot or a path separator)")
+    # config checks names too; this one guards names typed on the command line (`logs ../x`).
+    statefiles.check_name(app)
 
 
 def _one_line(line: str) -> str:
@@ -36,9 +37,11 @@ def _one_line(line: str) -> str:
 
 class _Handler(RotatingFileHandler):
     def _open(self) -> TextIO:
-        # Also called by doRollover for each new file, so every file the handler makes is 0600.
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)  # a file left by an older run may have looser bits
+        # Also called by doRollover for each new file, so every file the handler makes is 0600
+        # (a file left by an older run with looser bits is tightened). Only the runner writes
+        # log files: a symlink in their place is replaced, its target never appended to.
+        fd = statefiles.open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                     replace_link=True)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
@@ -65,7 +68,8 @@ class AppLogs:
         self.backups = backups
         self._handlers: dict[str, _Handler] = {}
         self._lock = threading.Lock()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        statefiles.private_dir(folder)
 
     def write(self, app: str, line: str) -> None:
         """Append one line (a newline is added; newlines inside it are escaped)."""
@@ -159,13 +163,13 @@ def tail(folder: Path, app: str, n: int) -> list[str]:
     seen: set[int] = set()
     for path in reversed(log_files(folder, app)):
         try:
-            with path.open("rb") as f:
+            with _open_read(path) as f:
                 inode = os.fstat(f.fileno()).st_ino
                 if inode in seen:  # a rotation renamed a file already read to this name
                     continue
                 seen.add(inode)
                 data = f.read()
-        except FileNotFoundError:  # rotated out meanwhile
+        except OSError:  # rotated out meanwhile (or a symlink put in its place: not a log of ours)
             continue
         lines = data.decode("utf-8", "replace").split("\n")
         if lines[-1] == "":
@@ -188,9 +192,9 @@ def follow(folder: Path, app: str, stop: Callable[[], bool], poll: float = 0.1) 
     reader = None
     if newest:
         try:
-            reader = _Reader(newest[0].open("rb"))
+            reader = _Reader(_open_read(newest[0]))
             reader.file.seek(0, os.SEEK_END)
-        except FileNotFoundError:  # renamed and rotated out in between: the next file comes later
+        except OSError:  # renamed and rotated out in between: the next file comes later
             pass
     return _follow(folder, app, reader, stop, poll)
 
@@ -283,8 +287,8 @@ def _next_file(folder: Path, app: str, reader: _Reader | None) -> _Reader | None
         if reader is not None and ours is not None and _inode(ours) != reader.inode:
             continue
         try:
-            opened = _Reader(successor.open("rb"))
-        except FileNotFoundError:
+            opened = _Reader(_open_read(successor))
+        except OSError:
             continue
         if opened.inode == inode:
             return opened
@@ -294,6 +298,10 @@ def _next_file(folder: Path, app: str, reader: _Reader | None) -> _Reader | None
 
 def _inode(path: Path) -> int | None:
     try:
-        return os.stat(path).st_ino
+        return os.lstat(path).st_ino
     except FileNotFoundError:
         return None
+
+
+def _open_read(path: Path) -> BinaryIO:
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from devrun import __version__
+from devrun import __version__, control
 from devrun.config import CONFIG_NAME, Config, ConfigError, find_config, load_config
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3  # as `systemctl status` says of a unit that is not running
+EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a tool killed by SIGPIPE (`devrun status | head -1`)
+EXIT_INTERRUPTED = 130
+# A runner whose connection slots are all in conversations answers "busy": ask again for this long.
+BUSY_RETRY = 3.0
 
 
 def _load(path: str | None) -> Config:
@@ -35,6 +46,39 @@ def _config_file(path: str | None) -> Path:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     return file
+
+
+def _ask(path: Path, verb: str, timeout: float = 5.0, **args: object) -> Any:
+    """control.request, asked again for a while when the runner is busy (it said so at once)."""
+    import time
+
+    end = time.monotonic() + BUSY_RETRY
+    while True:
+        try:
+            return control.request(path, verb, timeout=timeout, **args)
+        except control.Busy:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.1)
+
+
+def _text(value: object) -> Text:
+    """A table cell or line that rich shows as it is: app errors, paths and names may hold
+    `[/etc/app.conf]`, which rich would otherwise read as markup (and die on, or style)."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich's own answer is SystemExit(1); main() ends every command alike (exit 141).
+            raise BrokenPipeError
+
+    return Quiet(soft_wrap=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -73,7 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _up_detached(config: Config, apps: list[str]) -> int:
-    from devrun import control, daemon
+    from devrun import daemon
 
     pid = daemon.running_pid(config.file)
     if pid:
@@ -83,7 +127,8 @@ def _up_detached(config: Config, apps: list[str]) -> int:
 
     def settled() -> tuple[bool, str]:
         status = control.request(path, "status", timeout=2)
-        states = [a["state"] for a in status["apps"]]
+        apps = status.get("apps", []) if isinstance(status, dict) else []
+        states = [a.get("state") for a in apps if isinstance(a, dict)]
         return bool(states) and not any(s in ("starting", "reloading") for s in states), ""
 
     pid, problem = daemon.detach(["up", "--no-dashboard", "--detached", "-c", str(config.file), *apps],
@@ -92,15 +137,22 @@ def _up_detached(config: Config, apps: list[str]) -> int:
         print(f"devrun: the runner (pid {pid}) did not come up:\n{problem}", file=sys.stderr)
         return 1
     # Exit 1 when an app is not up, though the runner stays: it picks up the fix by itself.
-    status = control.request(path, "status")
-    print(f"devrun: running in the background (pid {status['pid']}); "
+    try:
+        status = _ask(path, "status")
+        if not isinstance(status, dict):
+            raise control.ControlError(f"its status is not a JSON object but {type(status).__name__}")
+    except control.ControlError as exc:
+        print(f"devrun: the runner (pid {pid}) started, but did not answer: {exc}; `devrun status` asks again",
+              file=sys.stderr)
+        return 1
+    print(f"devrun: running in the background (pid {status.get('pid', pid)}); "
           "`devrun status`, `devrun logs -f`, `devrun attach`, `devrun down`")
     failed = 0
-    for app in status["apps"]:
-        line = f"  {app['name']}: {app['state']} {app['url']}"
-        if app["state"] != "ready":
+    for app in status.get("apps", []):
+        line = f"  {app.get('name')}: {app.get('state')} {app.get('url')}"
+        if app.get("state") != "ready":
             failed += 1
-            line += f" ({app['error'] or 'see `devrun logs ' + app['name'] + '`'})"
+            line += f" ({app.get('error') or 'see `devrun logs ' + str(app.get('name')) + '`'})"
         print(line)
     if failed:
         print("devrun: the runner keeps running and reloads on a fix; `devrun down` stops it")
@@ -116,37 +168,52 @@ def _runner(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from devrun import control
-
     file, path = _runner(args)
     try:
-        status = control.request(path, "status")
+        status = _ask(path, "status")
+        if not isinstance(status, dict):
+            raise control.ControlError(f"the runner's status is not a JSON object but {type(status).__name__}")
     except control.NotRunning:
         if args.json:
             print(json.dumps({"running": False, "config": str(file), "apps": []}))
         else:
             print(f"devrun: not running for {file}; start it with `devrun up -d`")
         return EXIT_NOT_RUNNING
+    except control.ControlError as exc:  # busy, no reply in time, a reply that is not ours
+        if args.json:
+            print(json.dumps({"running": None, "config": str(file), "error": str(exc), "apps": []}))
+        print(f"devrun: could not get the status of the runner for {file}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"running": True, **status}, indent=2))
         return 0
-    console = Console(soft_wrap=True)
-    table = Table(title=f"devrun pid {status['pid']}: {status['config']}", title_justify="left")
+    try:
+        _print_status(status)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        print(f"devrun: the runner's status is not what this devrun expects ({type(exc).__name__}: {exc}); "
+              "a runner of another version? `devrun down` and `devrun up -d` restart it", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    table = Table(title=_text(f"devrun pid {status['pid']}: {status['config']}"), title_justify="left")
     for column in ("app", "state", "url", "pid", "up", "reloads", "pages", "last change / error"):
         table.add_column(column, overflow="fold", no_wrap=column in ("app", "url"))
     for app in status["apps"]:
-        note = app["error"] or ", ".join(app["last_change"][:3])
-        table.add_row(app["name"], app["state"], app["url"], str(app["pid"] or "-"), _ago(app["uptime"]),
-                      str(app["reloads"]), "-" if app["pages"] is None else str(app["pages"]), note)
+        note = app["error"] or ", ".join(map(str, app["last_change"][:3]))
+        cells = (app["name"], app["state"], app["url"], app["pid"] or "-", _ago(app["uptime"]), app["reloads"],
+                 "-" if app["pages"] is None else app["pages"], note)
+        table.add_row(*map(_text, cells))
     console.print(table)
     if status.get("pin"):
-        console.print(f"debugger PIN: {status['pin']}")
+        console.print(_text(f"debugger PIN: {status['pin']}"))
     for problem in status["config_problems"]:
-        console.print(f"[red]config not applied:[/] {problem}", markup=True, highlight=False)
-    return 0
+        console.print(Text.assemble(("config not applied:", "red"), " ", str(problem)))
 
 
 def _ago(seconds: float | None) -> str:
@@ -157,11 +224,9 @@ def _ago(seconds: float | None) -> str:
 
 def cmd_control(args: argparse.Namespace) -> int:
     """restart / stop / start: one verb for the named apps (none named: every app)."""
-    from devrun import control
-
     _, path = _runner(args)
     try:
-        result = control.request(path, args.command, timeout=15, apps=args.apps)
+        result = _ask(path, args.command, timeout=15, apps=args.apps)
     except control.NotRunning as exc:
         print(f"devrun: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
@@ -169,21 +234,26 @@ def cmd_control(args: argparse.Namespace) -> int:
         print(f"devrun: {exc}", file=sys.stderr)
         return 1
     done = {"restart": "restarting", "stop": "stopped", "start": "starting"}[args.command]
-    print(f"devrun: {done} {', '.join(result['apps'])}")
+    apps = result.get("apps") if isinstance(result, dict) else None
+    print(f"devrun: {done} {', '.join(map(str, apps or args.apps or ['every app']))}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
-    from devrun import control, daemon
+    from devrun import daemon
 
     file, path = _runner(args)
     try:
-        pid = control.request(path, "down")["pid"]
+        reply = _ask(path, "down")
     except control.NotRunning:
         print(f"devrun: not running for {file}")
         return 0
+    except control.ControlError as exc:
+        print(f"devrun: could not ask the runner for {file} to stop: {exc}", file=sys.stderr)
+        return 1
+    pid = reply.get("pid") if isinstance(reply, dict) else None
     end = time.monotonic() + 60  # the longest graceful_timeout is 300 s; the runner kills before
     while daemon.running_pid(file) and time.monotonic() < end:
         time.sleep(0.05)
@@ -198,10 +268,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     import queue
     import threading
 
-    from devrun import applog, daemon
+    from devrun import applog, daemon, statefiles
 
     file = _config_file(args.config)
-    folder = daemon.state_dir(file) / daemon.LOG_DIR
+    folder = statefiles.private_dir(daemon.state_dir(file) / daemon.LOG_DIR)  # a symlinked logs/ is refused
     logged = applog.apps_with_logs(folder)
     apps = args.apps or logged
     if not apps:
@@ -225,18 +295,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.flush()
     stop = threading.Event()
-    new: queue.Queue[tuple[str, str]] = queue.Queue()
+    new: queue.Queue[tuple[str, str | None]] = queue.Queue()
 
     def follow(app: str) -> None:
-        for line in applog.follow(folder, app, stop.is_set):
-            new.put((app, line))
+        try:
+            for line in applog.follow(folder, app, stop.is_set):
+                new.put((app, line))
+        except (OSError, ValueError) as exc:  # said by the main thread, which then ends
+            new.put((f"cannot follow the log of {app}: {exc}", None))
 
     for app in apps:
         threading.Thread(target=follow, args=(app,), daemon=True).start()
     try:
         while True:
-            app, line = new.get()
-            print(f"{app:<{width}} | {line}", flush=True)
+            app, text = new.get()
+            if text is None:
+                print(f"devrun: {app}", file=sys.stderr)
+                return 1
+            print(f"{app:<{width}} | {text}", flush=True)
     except KeyboardInterrupt:
         stop.set()
         return 0
@@ -245,7 +321,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     import threading
 
-    from devrun import control, events
+    from devrun import events
 
     _, path = _runner(args)
     stream = control.stream(path, "events")
@@ -254,10 +330,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except control.NotRunning as exc:
         print(f"devrun: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
+    except control.ControlError as exc:
+        print(f"devrun: {exc}", file=sys.stderr)
+        return 1
     except StopIteration:
+        print("devrun: the runner closed the connection at once (is it stopping?)", file=sys.stderr)
         return 1
     done = threading.Event()
     gone = threading.Event()  # the runner ended the stream: it stopped
+    lost: list[str] = []  # why the stream broke off while the runner runs on (a client too slow)
+    unwritable: list[OSError] = []  # our own output failed (closed, full disk): main() says so
     view = _attached_view(first, args.no_dashboard)
 
     def read() -> None:
@@ -266,8 +348,16 @@ def cmd_attach(args: argparse.Namespace) -> int:
                 event = events.from_dict(data)
                 if event is not None:
                     view.handle(event)
-        except control.ControlError:
-            pass
+        except control.ControlError as exc:
+            lost.append(str(exc))
+        except OSError as exc:
+            unwritable.append(exc)
+            done.set()
+            return
+        except SystemExit:  # rich's Console turns a closed output into SystemExit: in a thread, a silent end
+            unwritable.append(BrokenPipeError(errno.EPIPE, "output closed"))
+            done.set()
+            return
         gone.set()
         done.set()
 
@@ -293,6 +383,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
                 done.wait()
     except KeyboardInterrupt:
         pass
+    if unwritable:
+        raise unwritable[0]
+    if lost:
+        print(f"devrun: {lost[0]}", file=sys.stderr)
+        return 1
     if gone.is_set():
         print("devrun: the runner stopped")
     else:
@@ -312,10 +407,6 @@ def _attached_view(first: dict[str, object], no_dashboard: bool) -> object:
 
 
 def _quietly(path: Path, verb: str, apps: list[str]) -> None:
-    import contextlib
-
-    from devrun import control
-
     with contextlib.suppress(control.ControlError):  # the dashboard shows what happened, or that nothing did
         control.request(path, verb, timeout=15, apps=apps)
 
@@ -326,14 +417,17 @@ def use_dashboard(disabled: bool) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from devrun.scaffold import ensure_schema_file
+    from devrun.statefiles import UnsafeState
 
     config = _load(args.config)
-    ensure_schema_file(config.file.parent)
-    table = Table(title=f"{config.file}: {len(config.apps)} app(s), no problems", title_justify="left")
+    try:
+        ensure_schema_file(config.file.parent)
+    except UnsafeState as exc:  # the config is fine: say why editors get no schema, and go on
+        print(f"devrun: warning: {exc}", file=sys.stderr)
+    table = Table(title=_text(f"{config.file}: {len(config.apps)} app(s), no problems"), title_justify="left")
     for column in ("app", "url", "cwd", "import", "watch", "debug"):
         table.add_column(column, overflow="fold")
     for app in config.apps.values():
@@ -342,8 +436,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if cfg.debug.enabled:
             debug = "on" + ("" if cfg.debug.evalex else ", no console") + ("" if cfg.debug.pin else ", no PIN")
         cwd = os.path.relpath(app.root, config.file.parent)
-        table.add_row(app.name, app.url, cwd, cfg.app, " ".join(cfg.watch), debug)
-    Console(soft_wrap=True).print(table)
+        table.add_row(*map(_text, (app.name, app.url, cwd, cfg.app, " ".join(cfg.watch), debug)))
+    _console().print(table)
     return 0
 
 
@@ -356,6 +450,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from devrun.scaffold import detect, ensure_schema_file, render
+    from devrun.statefiles import UnsafeState
 
     folder = Path.cwd()
     target = folder / CONFIG_NAME
@@ -364,7 +459,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         return 1
     found = detect(folder)
     target.write_text(render(found))
-    ensure_schema_file(folder)
+    try:
+        ensure_schema_file(folder)
+    except UnsafeState as exc:
+        print(f"devrun: warning: {exc}", file=sys.stderr)
     if found:
         for item in found:
             where = "" if item.cwd == "." else f" in {item.cwd}"
@@ -434,13 +532,56 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed output is handled below
+        return code
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        _say(str(exc))
         count = len(exc.problems)
         tail = "; nothing was started" if args.command == "up" else ""
-        print(f"devrun: {count} problem{'s' if count != 1 else ''} in the config{tail}", file=sys.stderr)
+        _say(f"devrun: {count} problem{'s' if count != 1 else ''} in the config{tail}")
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader of our output left (`devrun status | head -1`): nothing to tell it.
+        _drop_stdout()
+        return EXIT_OUTPUT_CLOSED
     except FileNotFoundError as exc:
-        print(f"devrun: {exc}", file=sys.stderr)
+        _say(f"devrun: {_describe(exc)}")
         return EXIT_CONFIG
+    except OSError as exc:  # a refused .devrun/, a full disk, an unwritable terminal
+        _say(f"devrun: {_describe(exc)}")
+        return 1
+    except control.NotRunning as exc:
+        _say(f"devrun: {exc}")
+        return EXIT_NOT_RUNNING
+    except control.ControlError as exc:  # anything else (a bug of devrun's own) keeps its traceback
+        _say(f"devrun: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say("devrun: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _describe(exc: OSError) -> str:
+    if exc.strerror is None or type(exc).__str__ is not OSError.__str__:
+        return str(exc)  # a sentence of devrun's own
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+
+
+def _say(text: str) -> None:
+    """One line on stderr; if even that fails, there is no one left to tell."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+    # Output still buffered for a stdout that failed would fail again at exit, with a traceback-like
+    # "Exception ignored" message: try it now, and drop it if it cannot be written.
+    try:
+        sys.stdout.flush()
+    except OSError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

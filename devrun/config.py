@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from devrun import yamlsource
+from devrun import statefiles, yamlsource
 from devrun.environment import InterpolationError, interpolate, interpolate_tree, read_env_file
 from devrun.importspec import ImportSpecError, parse_import_string
 from devrun.yamlsource import ConfigError, Document, KeyPath, Problem
@@ -60,8 +62,8 @@ class LiveReloadConfig(_Strict):
 
 
 class BackoffConfig(_Strict):
-    initial: float = Field(0.5, gt=0, le=60, description="Seconds before the first restart of a crashed app.")
-    max: float = Field(10.0, gt=0, le=600, description="The longest wait between restarts of a crash loop.")
+    initial: Seconds = Field(0.5, gt=0, le=60, description="Seconds before the first restart of a crashed app.")
+    max: Seconds = Field(10.0, gt=0, le=600, description="The longest wait between restarts of a crash loop.")
 
 
 class EnvFileConfig(_Strict):
@@ -98,6 +100,28 @@ def _env_text(value: object) -> object:
     return value  # str passes; anything else fails as "should be a valid string"
 
 
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")
+
+
+def _number(value: object) -> object:
+    """Numbers only: not a boolean (pydantic would take true for 1), and not text with a leading
+    zero, which YAML 1.1 tools read as octal (`port: 010` is 8 there, 10 elsewhere)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, found {str(value).lower()}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, found {value}")
+    if isinstance(value, str) and _LEADING_ZERO.fullmatch(value.strip()):
+        text = value.strip()
+        decimal = text.replace("_", "").lstrip("+-").lstrip("0") or "0"
+        raise ValueError(f"{text!r} has a leading zero, which older YAML reads as an octal number: "
+                         f"write the number without it (`{decimal}`)")
+    return value
+
+
+Port = Annotated[int, BeforeValidator(_number)]
+Seconds = Annotated[float, BeforeValidator(_number)]
+
+
 def _check_glob(pattern: str) -> str:
     problem = glob_problem(pattern)
     if problem:
@@ -116,7 +140,7 @@ EnvValue = Annotated[str, BeforeValidator(_env_text),
 class AppConfig(_Strict):
     app: str = Field(description="Import string: 'module:attr' or a factory call 'module:create_app()'.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
-    port: int = Field(ge=1, le=65535, description="Port to listen on.")
+    port: Port = Field(ge=1, le=65535, description="Port to listen on.")
     cwd: str = Field(".", description="Working folder of the app, relative to devrun.yaml.")
     env: dict[str, EnvValue] = Field(
         default_factory=dict, description="Extra environment variables for the app (they win over env_file)."
@@ -132,10 +156,10 @@ class AppConfig(_Strict):
         default_factory=list, description="Gitignore-style globs to ignore, on top of the built-in ones."
     )
     respect_gitignore: bool = Field(True, description="Also ignore what the project's .gitignore files ignore.")
-    reload_delay: float = Field(
+    reload_delay: Seconds = Field(
         0.03, ge=0, le=10, description="Quiet period in seconds that coalesces a burst of changes."
     )
-    graceful_timeout: float = Field(
+    graceful_timeout: Seconds = Field(
         5.0, ge=0, le=300, description="Seconds a stopping app may take to finish its requests."
     )
     reload: Literal["fork", "spawn"] = Field(
@@ -185,7 +209,10 @@ DefaultsConfig = create_model(
 class FileModel(_Strict):
     """The whole devrun.yaml."""
 
-    apps: dict[str, AppConfig] = Field(description="The apps to run, by name.")
+    apps: dict[str, AppConfig] = Field(
+        description=f"The apps to run, by name ({statefiles.NAME_RULE}).",
+        json_schema_extra={"propertyNames": {"pattern": statefiles.NAME_PATTERN}},
+    )
     defaults: DefaultsConfig = Field(  # type: ignore[valid-type]
         default_factory=DefaultsConfig, description="Any app key; applies to every app, the app's own value wins."
     )
@@ -280,8 +307,7 @@ def build_config(doc: Document, base: Path, environ: dict[str, str] | None = Non
         DefaultsConfig.model_validate(defaults)
     except ValidationError as exc:
         problems.extend(_problems(doc, exc, ("defaults",)))
-    if not isinstance(defaults, dict):
-        defaults = {}
+    defaults = _literal_env(doc, ("defaults",), defaults) if isinstance(defaults, dict) else {}
     raw_apps = data.get("apps")
     if raw_apps is None or raw_apps == {}:
         problems.append(doc.problem(("apps",), "no apps defined; add one under `apps:` "
@@ -294,10 +320,17 @@ def build_config(doc: Document, base: Path, environ: dict[str, str] | None = Non
     apps: dict[str, App] = {}
     for name, raw in raw_apps.items():
         path: KeyPath = ("apps", name)
+        bad_name = statefiles.name_problem(name)
+        if bad_name:
+            # Not `apps.<name>`: that would print the name raw, control characters and all. Its
+            # settings are checked once it has a name that can be printed and used in file names.
+            line, col = doc.locate(("apps", str(name)))
+            problems.append(Problem(doc.file, line, col, "apps", bad_name))
+            continue
         if not isinstance(raw, dict):
             problems.append(doc.problem(path, f"expected a mapping with `app:` and `port:`, found {_kind(raw)}"))
             continue
-        merged = deep_merge(defaults, raw)
+        merged = deep_merge(defaults, _literal_env(doc, path, raw))
         file_env = _read_env_file(doc, path, merged, base, environ, problems)
         variables = {**environ, **file_env}
         unresolved: list[KeyPath] = []
@@ -320,6 +353,18 @@ def build_config(doc: Document, base: Path, environ: dict[str, str] | None = Non
     if problems:
         raise ConfigError(_dedupe(problems))
     return Config(Path(doc.file).resolve(), apps)
+
+
+def _literal_env(doc: Document, at: KeyPath, section: dict[str, Any]) -> dict[str, Any]:
+    """section with each number in its `env:` replaced by the text written (`1.50`, `1e3`):
+    an environment variable is text, and YAML's reading of it is not what the user typed."""
+    env = section.get("env")
+    if not isinstance(env, dict):
+        return section
+    text = {key: doc.literals.get((*at, "env", key), value)
+            if isinstance(value, int | float) and not isinstance(value, bool) else value
+            for key, value in env.items()}
+    return {**section, "env": text}
 
 
 def _read_env_file(doc: Document, path: KeyPath, merged: dict[str, Any], base: Path,

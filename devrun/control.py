@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from devrun.statefiles import open_private
+
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
@@ -43,8 +45,11 @@ MAX_REQUEST = 64 * 1024
 # Replies come from our own runner, so this only stops a broken one from eating the client's memory.
 MAX_REPLY = 16 * 1024 * 1024
 MAX_CONNECTIONS = 32
-# A client that connects and says nothing must not hold a thread for long.
+# A client that connects and says nothing must not hold a thread for long; and when every slot
+# is taken, the one that has waited longest without a complete request line gives its slot up.
 REQUEST_TIMEOUT = 10.0
+EVICT_WAIT = 1.0
+BACKLOG = 128  # connections waiting to be accepted, beyond the ones being served
 # A stream client that stops reading (a frozen terminal) counts as gone after this.
 SEND_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -70,6 +75,10 @@ class AlreadyRunning(ControlError):
 
 class UnsafeFolder(ControlError):
     pass
+
+
+class Busy(ControlError):
+    """Every connection slot of the runner is taken by a conversation in progress."""
 
 
 class _BadRequest(Exception):
@@ -152,8 +161,11 @@ def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def _error(text: str) -> bytes:
-    return _encode({"v": PROTOCOL, "ok": False, "error": text})
+def _error(text: str, code: str | None = None) -> bytes:
+    message: dict[str, Any] = {"v": PROTOCOL, "ok": False, "error": text}
+    if code:
+        message["code"] = code  # for clients to act on (retry when "busy"); the text is for people
+    return _encode(message)
 
 
 class ControlServer:
@@ -173,6 +185,8 @@ class ControlServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
+        # Connections whose request line is not read yet, oldest first (dicts keep insertion order).
+        self._waiting: dict[socket.socket, None] = {}
 
     def __enter__(self) -> ControlServer:
         self.start()
@@ -199,7 +213,7 @@ class ControlServer:
                 st = os.lstat(path)
                 self._identity = (st.st_dev, st.st_ino)
                 os.chmod(path, 0o600)
-                listener.listen(MAX_CONNECTIONS)
+                listener.listen(BACKLOG)
             except OSError as exc:
                 listener.close()
                 self._unlink_if_ours()
@@ -268,14 +282,16 @@ class ControlServer:
         if uid is not None and uid != os.geteuid():
             _refuse(conn, "permission denied: this devrun runner belongs to another user")
             return
-        if not self._slots.acquire(blocking=False):
-            _refuse(conn, f"busy: {MAX_CONNECTIONS} control connections are open already")
+        if not self._slots.acquire(blocking=False) and not (
+                self._evict_oldest_waiting() and self._slots.acquire(timeout=EVICT_WAIT)):
+            _refuse(conn, f"busy: {MAX_CONNECTIONS} control connections are open already", "busy")
             return
         with self._lock:
             # Checked under the lock that close() takes, so that no connection escapes its shutdown().
             closing = self._closed.is_set()
             if not closing:
                 self._conns.add(conn)
+                self._waiting[conn] = None
         if closing:
             self._slots.release()
             _refuse(conn, "the runner is shutting down")
@@ -286,9 +302,23 @@ class ControlServer:
             self._forget(conn)
             raise
 
+    def _evict_oldest_waiting(self) -> bool:
+        """Make the connection that has waited longest without a whole request line give up
+        its slot (its thread reads EOF and ends), so idle clients cannot lock everyone out.
+        False when every slot is in a real conversation (a handler running, a stream)."""
+        with self._lock:
+            oldest = next(iter(self._waiting), None)
+            if oldest is None:
+                return False
+            del self._waiting[oldest]
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RD)
+        return True
+
     def _forget(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.discard(conn)
+            self._waiting.pop(conn, None)
         conn.close()
         self._slots.release()
 
@@ -305,6 +335,8 @@ class ControlServer:
     def _converse(self, conn: socket.socket) -> None:
         try:
             line = _read_request(conn)
+            with self._lock:
+                self._waiting.pop(conn, None)  # in a conversation now: never evicted
             if line is None:
                 return  # connected and left without a word: a probe
             verb, args = self._parse(line)
@@ -382,10 +414,10 @@ class ControlServer:
                 gone = True
 
 
-def _refuse(conn: socket.socket, text: str) -> None:
+def _refuse(conn: socket.socket, text: str, code: str | None = None) -> None:
     with conn, contextlib.suppress(OSError):
         conn.settimeout(1.0)
-        conn.sendall(_error(text))
+        conn.sendall(_error(text, code))
 
 
 def _read_request(conn: socket.socket) -> bytes | None:
@@ -422,7 +454,9 @@ def _read_request(conn: socket.socket) -> bytes | None:
 def _exclusive(lock_path: str) -> Iterator[None]:
     # Two runners starting at once must not both find the old socket stale and then unlink
     # each other's fresh one. flock is released by the kernel however its holder dies.
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    # A symlink in its place is replaced: the runner lock (runner.pid) is held before this, so no
+    # other runner of this project can be replacing it at the same time.
+    fd = open_private(Path(lock_path), os.O_RDWR | os.O_CREAT, replace_link=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -479,10 +513,15 @@ def stream(path: Path, verb: str, **args: Any) -> Iterator[dict[str, Any]]:
 
 
 def _connect(path: Path, timeout: float) -> socket.socket:
+    if os.path.islink(path):
+        # devrun never connects through a link: the socket path it computes is the real one, and
+        # a link there came with the project (`down` sent through it would reach any runner).
+        raise ControlError(f"{path} is a symlink, not a runner's socket; remove it (a runner, once "
+                           "started, replaces it)")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(os.fspath(path))
+        _connect_waiting(sock, path, timeout)
     except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
         sock.close()
         raise NotRunning(f"no devrun runner is running here (nothing answers on {path})") from None
@@ -490,6 +529,20 @@ def _connect(path: Path, timeout: float) -> socket.socket:
         sock.close()
         raise ControlError(f"cannot reach the runner on {path}: {exc.strerror or exc}") from None
     return sock
+
+
+def _connect_waiting(sock: socket.socket, path: Path, timeout: float) -> None:
+    """connect(), waiting up to timeout while the listen backlog is full: a Unix socket says
+    EAGAIN at once then (a blocking one would wait), and the runner is alive, only busy."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(os.fspath(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.02)
 
 
 def _send_request(sock: socket.socket, verb: str, args: dict[str, Any]) -> None:
@@ -515,5 +568,6 @@ def _read_reply(reader: io.BufferedReader) -> dict[str, Any] | None:
     if not isinstance(reply, dict) or type(reply.get("v")) is not int or reply["v"] != PROTOCOL:
         raise ControlError(f"the runner speaks another protocol than version {PROTOCOL}: restart it")
     if not reply.get("ok"):
-        raise ControlError(str(reply.get("error") or "the runner refused without saying why"))
+        error = Busy if reply.get("code") == "busy" else ControlError
+        raise error(str(reply.get("error") or "the runner refused without saying why"))
     return reply

@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devrun import control
+from devrun import control, statefiles
 
-STATE_DIR = ".devrun"
+STATE_DIR = statefiles.STATE_DIR
 PID_FILE = "runner.pid"
 RUNNER_LOG = "runner.log"
 LOG_DIR = "logs"
@@ -35,20 +34,9 @@ class AlreadyRunning(Exception):
 
 
 def state_dir(config_file: Path) -> Path:
-    """`.devrun/` beside the config, created 0700 and tightened if it was looser."""
-    folder = config_file.resolve().parent / STATE_DIR
-    with contextlib.suppress(FileExistsError):
-        folder.mkdir(mode=0o700)
-        # Logs, pid and socket are this machine's: never committed, whatever the repo ignores.
-        fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as f:
-            f.write("# devrun's state: never committed\n*\n")
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise OSError(f"{folder} is not a folder; remove it and run again")
-    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-        folder.chmod(0o700)
-    return folder
+    """`.devrun/` beside the config, created 0700 and tightened if it was looser; a symlink or a
+    folder of another user is refused (statefiles.UnsafeState)."""
+    return statefiles.state_dir(config_file.resolve().parent)
 
 
 def socket_path(config_file: Path) -> Path:
@@ -64,12 +52,15 @@ class RunnerLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Never replaced when it is a symlink: two runners starting at once could each remove
+        # the other's fresh file and both get a lock. The user removes the link instead.
+        fd = statefiles.open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            pid = _read_pid_fd(fd)
             os.close(fd)
-            raise AlreadyRunning(read_pid(self.path), self.config_file) from None
+            raise AlreadyRunning(pid, self.config_file) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -84,7 +75,15 @@ class RunnerLock:
 
 def read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = statefiles.read_private(path, 64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _read_pid_fd(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -94,13 +93,17 @@ def running_pid(config_file: Path) -> int | None:
     """The pid of the runner alive for this config, or None (a stale pid file is not one)."""
     path = state_dir(config_file) / PID_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError:
+        if os.path.islink(path):  # never a live runner's: it would have refused to start
+            raise statefiles.link_refused(path) from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return read_pid(path) or -1  # locked: alive, even if its pid is not written yet
+        return _read_pid_fd(fd) or -1  # locked: alive, even if its pid is not written yet
     else:
         return None
     finally:
@@ -114,7 +117,8 @@ def detach(argv: list[str], config_file: Path, ready: Callable[[], tuple[bool, s
     Returns (its pid, the last lines it logged when it did not come up)."""
     folder = state_dir(config_file)
     log_path = folder / RUNNER_LOG
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Only `up -d` writes it: a symlink there is replaced, its target left alone.
+    fd = statefiles.open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, replace_link=True)
     with open(fd, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "devrun", *argv], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -133,6 +137,7 @@ def detach(argv: list[str], config_file: Path, ready: Callable[[], tuple[bool, s
 
 def _tail(path: Path, lines: int = 20) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = statefiles.read_private(path).decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
     except OSError:
         return ""

@@ -50,9 +50,12 @@ def describe_exit(returncode: int) -> str:
 
 
 def decode_wire(line: bytes) -> dict[str, Any] | None:
+    """The message of one line from a child, or None for anything else: the child runs the
+    user's code, which may write anything to the inherited event fd (`[[[[...` nested past the
+    recursion limit, bytes that are not UTF-8)."""
     try:
         msg = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError, TypeError):
         return None
     return msg if isinstance(msg, dict) and isinstance(msg.get("type"), str) else None
 

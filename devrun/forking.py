@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from devrun import process
+from devrun import process, statefiles
 from devrun.config import App
 from devrun.patterns import Matcher
 from devrun.process import ForkedChild, Generation, Post
@@ -96,8 +96,10 @@ class ForkServer:
     def _reply(self, timeout: float | None) -> dict[str, object] | None:
         """The next JSON line from the server; None if none arrived within timeout."""
         while b"\n" not in self.buffer:
-            readable, _, _ = select.select([self.sock], [], [], timeout)
-            if not readable:
+            # poll, not select: select() cannot take an fd above FD_SETSIZE (1024).
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(None if timeout is None else int(timeout * 1000)):
                 return None
             try:
                 chunk = self.sock.recv(65536)
@@ -201,10 +203,13 @@ class ForkLauncher:
         # costs a staleness check (a round trip) instead of a fork (about 10 ms here).
         self.spare: Generation | None = None
         self.post: Post | None = None
+        # Closed with its app (removed or changed by a config edit); the app's retiring
+        # generations may still report what they imported, which must not start a server.
+        self.closed = False
 
     def refill(self) -> None:
         """Fork a spare if there is none (called when the app is idle, never on a reload's path)."""
-        if self.spare is not None and not self.spare.exited:
+        if self.closed or (self.spare is not None and not self.spare.exited):
             return
         self._promote_next()
         server = self.server
@@ -251,7 +256,7 @@ class ForkLauncher:
               pin_failures: int = 0) -> Generation:
         self.post = post
         self._promote_next()
-        server = self.server
+        server = None if self.closed else self.server
         if server is not None:
             state = server.poll()
             if state == "tainted" and server.taint:
@@ -276,11 +281,15 @@ class ForkLauncher:
     def stale(self, path: str) -> None:
         """A spare found a preloaded file changed since its server started: replace the server
         (the supervisor starts the generation again, spawned meanwhile)."""
+        if self.closed:
+            return
         self.notice(f"fork server: {path} changed; restarting it", "info")
         self._replace(self.server.preload if self.server else [])
 
     def learn(self, names: list[str], last: bool) -> None:
         """A generation reports what it imported from outside the project."""
+        if self.closed:
+            return
         self.learning.extend(names)
         if not last:
             return
@@ -295,6 +304,7 @@ class ForkLauncher:
 
     def close(self) -> None:
         """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
+        self.closed = True
         self._drop(self.spare)
         self.spare = None
         for server in (self.server, self.next):
@@ -344,8 +354,5 @@ class ForkLauncher:
     def _store(self, names: list[str]) -> None:
         """Write down what is preloaded, for the curious (`.devrun/preload-<app>.json`)."""
         if self.cache is not None:
-            with contextlib.suppress(OSError):
-                self.cache.parent.mkdir(mode=0o700, exist_ok=True)
-                fd = os.open(self.cache, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # .devrun/ is the owner's
-                with open(fd, "w") as f:
-                    f.write(json.dumps(names))
+            with contextlib.suppress(OSError):  # a symlink there is replaced, its target never written
+                statefiles.write_private_atomic(self.cache, json.dumps(names).encode())

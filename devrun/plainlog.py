@@ -64,10 +64,17 @@ def describe(event: events.Event) -> Text | None:
     return None  # Stopped, StateChanged, AppsChanged, ConfigRejected: notices and other lines say it
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich's own answer is SystemExit(1), which would end the runner and every app with it; an
+        # exception lets the runner drop the line (a closed terminal is no reason to stop serving).
+        raise BrokenPipeError
+
+
 class PlainLog:
     def __init__(self, names: list[str], file: IO[str] | None = None, skip: tuple[type, ...] = ()):
         self.skip = skip  # event types not printed (a detached runner's log leaves them to app logs)
-        self.console = Console(file=file, soft_wrap=True, highlight=False, emoji=False)
+        self.console = _Console(file=file, soft_wrap=True, highlight=False, emoji=False)
         self.width = max([len(n) for n in names] + [len("devrun")])
         self.colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
 

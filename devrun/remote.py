@@ -9,7 +9,7 @@ for the runner's main thread, which stays the only one that changes anything.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import queue
 import threading
@@ -22,8 +22,13 @@ from devrun import events
 from devrun.appstate import AppState, follow_apps
 from devrun.control import ControlError
 
-HISTORY = 5000  # events replayed to a dashboard that attaches
-SUBSCRIBER_BACKLOG = 10_000  # an attached client this far behind is dropped, never waited for
+# Events replayed to a dashboard that attaches: at most this many, and this many bytes as sent
+# (an output line may be 16 KiB), so a flood of output costs the runner a bounded amount of memory.
+HISTORY = 5000
+HISTORY_BYTES = 4 * 1024 * 1024
+# An attached client this far behind (events, or bytes as sent) is dropped, never waited for.
+SUBSCRIBER_BACKLOG = 10_000
+SUBSCRIBER_BYTES = 4 * 1024 * 1024
 COMMAND_WAIT = 10.0
 HEARTBEAT = 5.0
 
@@ -38,13 +43,56 @@ def _row(app: AppState, now: float) -> dict[str, Any]:
             "pages": app.pages, "requests": app.requests}
 
 
+def wire_size(data: dict[str, Any]) -> int:
+    """About the bytes an event takes on the control socket (the memory it holds is of that order)."""
+    return len(json.dumps(data, separators=(",", ":"), default=str)) + 32
+
+
+class _Subscriber:
+    """The backlog of one attached client, bounded in events and in bytes. The runner never waits
+    for a client: one that falls that far behind is dropped (and told so)."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[dict[str, Any], int]] = deque()
+        self.bytes = 0
+        self.dropped = False
+        self.ready = threading.Condition(threading.Lock())
+
+    def put(self, data: dict[str, Any], size: int) -> bool:
+        """False once the client is dropped."""
+        with self.ready:
+            if not self.dropped and (len(self.items) >= SUBSCRIBER_BACKLOG or self.bytes + size > SUBSCRIBER_BYTES):
+                self.dropped = True
+                self.items.clear()
+                self.bytes = 0
+            if not self.dropped:
+                self.items.append((data, size))
+                self.bytes += size
+            self.ready.notify()
+            return not self.dropped
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next event; None once dropped; queue.Empty after timeout seconds without one."""
+        with self.ready:
+            if not self.items and not self.dropped:
+                self.ready.wait(timeout)
+            if self.dropped:
+                return None
+            if not self.items:
+                raise queue.Empty
+            data, size = self.items.popleft()
+            self.bytes -= size
+            return data
+
+
 class RemoteView:
     def __init__(self, apps: list[tuple[str, str]], post: Post, info: dict[str, Any]):
         self.lock = threading.Lock()
         self.apps = {name: AppState(name, url) for name, url in apps}
         self.order = [name for name, _ in apps]
-        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
-        self.subscribers: set[queue.Queue[dict[str, Any] | None]] = set()
+        self.history: deque[tuple[dict[str, Any], int]] = deque()
+        self.history_bytes = 0
+        self.subscribers: set[_Subscriber] = set()
         self.config_problems: list[str] = []
         self.post = post
         self.info = info
@@ -53,16 +101,16 @@ class RemoteView:
 
     def handle(self, event: events.Event) -> None:
         data = events.to_dict(event)
+        size = wire_size(data)
         with self.lock:
             self._update(event)
-            self.history.append(data)
+            self.history.append((data, size))
+            self.history_bytes += size
+            while len(self.history) > HISTORY or (self.history_bytes > HISTORY_BYTES and len(self.history) > 1):
+                self.history_bytes -= self.history.popleft()[1]
             for sub in list(self.subscribers):
-                try:
-                    sub.put_nowait(data)
-                except queue.Full:  # a client that stopped reading: hang up on it
+                if not sub.put(data, size):  # a client that stopped reading: hang up on it
                     self.subscribers.discard(sub)
-                    with contextlib.suppress(queue.Full):
-                        sub.put_nowait(None)
 
     def _update(self, event: events.Event) -> None:
         if isinstance(event, events.AppsChanged):
@@ -90,6 +138,7 @@ class RemoteView:
             names = args.get("apps") or []
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ControlError("apps must be a list of app names")
+            names = list(dict.fromkeys(names))  # `restart web web ...` restarts web once
             with self.lock:
                 known = list(self.order)
             if verb == "start":
@@ -117,10 +166,10 @@ class RemoteView:
 
     def events(self, args: dict[str, Any], send: Callable[[dict[str, Any]], bool]) -> None:
         """attach: the apps and the history, then every event as it happens."""
-        sub: queue.Queue[dict[str, Any] | None] = queue.Queue(SUBSCRIBER_BACKLOG)
+        sub = _Subscriber()
         with self.lock:
             apps = [[name, self.apps[name].url] for name in self.order]
-            past = list(self.history)
+            past = [data for data, _ in self.history]
             self.subscribers.add(sub)
         try:
             if not send({"event": "AppsChanged", "app": "", "at": time.time(), "apps": apps}):
@@ -137,7 +186,10 @@ class RemoteView:
                     if not send({"heartbeat": time.time()}):
                         return
                     continue
-                if item is None or not send(item):
+                if item is None:
+                    raise ControlError(f"dropped: this client fell more than {SUBSCRIBER_BYTES // 2**20} MiB "
+                                       f"(or {SUBSCRIBER_BACKLOG} events) behind the runner; attach again")
+                if not send(item):
                     return
         finally:
             with self.lock:

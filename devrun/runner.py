@@ -285,7 +285,7 @@ class Runner:
         def notice(text: str, level: str, name: str = app.name) -> None:
             self.emit(events.Notice(name, text, level))
 
-        cache = self.config.file.parent / ".devrun" / f"preload-{app.name}.json"
+        cache = daemon.state_dir(self.config.file) / f"preload-{app.name}.json"
         return ForkLauncher(app, listener, env, notice, cache)
 
     def _apply_config(self) -> None:

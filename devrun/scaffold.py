@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from devrun import statefiles
 from devrun.config import json_schema
 from devrun.patterns import Matcher
 
@@ -85,7 +87,8 @@ def _module_of(path: Path) -> tuple[Path, str]:
 
 
 def _unique(name: str, taken: set[str]) -> str:
-    name = re.sub(r"\W", "_", name) or "app"
+    # An app name must be a file name too (statefiles.NAME_RULE): `_admin` -> `admin`, `café` -> `caf_`.
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", name).lstrip("_-")[:60] or "app"
     candidate, n = name, 2
     while candidate in taken:
         candidate, n = f"{name}{n}", n + 1
@@ -139,18 +142,19 @@ def render(found: list[Found]) -> str:
 
 def ensure_schema_file(config_dir: Path) -> Path | None:
     """Keep .devrun/devrun.schema.json (what the modeline of devrun.yaml points editors at)
-    matching this devrun's models. Best effort: a read-only folder only loses completion."""
-    state = config_dir / ".devrun"
-    target = state / "devrun.schema.json"
-    text = json.dumps(json_schema(), indent=2) + "\n"
+    matching this devrun's models. Best effort: a read-only folder only loses completion.
+
+    A `.devrun/` that devrun refuses (a symlink, another user's) raises UnsafeState, which the
+    caller reports; a symlink at the schema file is replaced, its target never written."""
+    data = (json.dumps(json_schema(), indent=2) + "\n").encode()
     try:
-        if target.is_file() and target.read_text() == text:
-            return target
-        state.mkdir(mode=0o700, exist_ok=True)
-        ignore = state / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# devrun's state: never committed\n*\n")
-        target.write_text(text)
+        target = statefiles.state_dir(config_dir) / "devrun.schema.json"
+        with contextlib.suppress(OSError):
+            if statefiles.read_private(target, len(data) + 1) == data:
+                return target
+        statefiles.write_private_atomic(target, data)
+    except statefiles.UnsafeState:
+        raise
     except OSError:
         return None
     return target

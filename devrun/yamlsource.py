@@ -8,7 +8,7 @@ every later error can name ``file:line:col``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ class Document:
     text: str
     data: Any
     positions: dict[KeyPath, tuple[int, int]]
+    # The text of every plain scalar read as a number, by key path: an env value keeps what was written.
+    literals: dict[KeyPath, str] = field(default_factory=dict)
 
     def locate(self, path: KeyPath) -> tuple[int, int]:
         """Position of the longest prefix of path that exists in the file."""
@@ -91,18 +93,52 @@ def load(path: Path) -> Document:
     return parse(text, file)
 
 
+INT_TAG = "tag:yaml.org,2002:int"
+FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2 core schema scalars, where YAML 1.1 (PyYAML's) reads too much into text: `010` is not
+# octal 8, `12:30` not 750 (base 60), `0x1F` not 31, `1_000` not 1000, `2024-01-01` not a date,
+# `yes`/`no`/`on`/`off` not booleans. Integers are decimal without a leading zero (`0` itself
+# aside), so `010` and `01234` stay the text written; floats need a `.` or an exponent.
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+_FLOAT = re.compile(r"""^(?:[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?[eE][-+]?[0-9]+
+                        |[-+]?(?:0|[1-9][0-9]*)\.[0-9]*
+                        |[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?
+                        |[-+]?\.(?:inf|Inf|INF)
+                        |\.(?:nan|NaN|NAN))$""", re.X)
+_REPLACED = {"tag:yaml.org,2002:bool", INT_TAG, FLOAT_TAG, "tag:yaml.org,2002:timestamp"}
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `NO: x` or
-    `env: {DEBUG: yes}` keep the text the user wrote."""
+    """SafeLoader with YAML 1.2 core booleans, integers and floats, and no timestamps."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_Loader.add_implicit_resolver(INT_TAG, _INT, list("-+0123456789"))
+_Loader.add_implicit_resolver(FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if not _INT.match(text):  # only an explicit `!!int` gets here with other text
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not a YAML 1.2 integer (decimal digits, no leading zero)", node.start_mark)
+    return int(text)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = loader.construct_scalar(node)
+    if _INT.match(text) or _FLOAT.match(text):
+        return float(text.lower().replace(".inf", "inf").replace(".nan", "nan"))
+    raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not a YAML 1.2 number", node.start_mark)
+
+
+_Loader.add_constructor(INT_TAG, _construct_int)
+_Loader.add_constructor(FLOAT_TAG, _construct_float)
 
 
 def parse(text: str, file: str) -> Document:
@@ -112,8 +148,9 @@ def parse(text: str, file: str) -> Document:
         if node is None:
             raise ConfigError([Problem(file, 1, 1, "", "the file is empty; expected a mapping with an `apps:` key")])
         positions: dict[KeyPath, tuple[int, int]] = {(): (1, 1)}
+        literals: dict[KeyPath, str] = {}
         problems: list[Problem] = []
-        _walk(node, (), positions, problems, file, [0], set())
+        _walk(node, (), _Walk(positions, literals, problems, file), set())
         if problems:
             raise ConfigError(problems)
         data = loader.construct_document(node)
@@ -137,44 +174,50 @@ def parse(text: str, file: str) -> Document:
         raise ConfigError([Problem(file, 1, 1, "", "the document is nested too deeply to be a devrun.yaml")]) from None
     finally:
         loader.dispose()
-    return Document(file, text, data, positions)
+    return Document(file, text, data, positions, literals)
 
 
-def _walk(
-    node: yaml.Node,
-    path: KeyPath,
-    positions: dict[KeyPath, tuple[int, int]],
-    problems: list[Problem],
-    file: str,
-    count: list[int],
-    ancestors: set[int],
-) -> None:
-    count[0] += 1
+@dataclass
+class _Walk:
+    """What walking the node tree collects, and its node budget."""
+
+    positions: dict[KeyPath, tuple[int, int]]
+    literals: dict[KeyPath, str]
+    problems: list[Problem]
+    file: str
+    count: int = 0
+
+
+def _walk(node: yaml.Node, path: KeyPath, walk: _Walk, ancestors: set[int]) -> None:
+    file = walk.file
+    walk.count += 1
     if id(node) in ancestors:
         mark = node.start_mark
         raise ConfigError([Problem(file, mark.line + 1, mark.column + 1, format_path(path),
                                    "an alias refers to a node that contains it (a cycle); remove the alias")])
-    if count[0] > MAX_NODES:
+    if walk.count > MAX_NODES:
         mark = node.start_mark
         raise ConfigError([Problem(file, mark.line + 1, mark.column + 1, format_path(path),
                                    f"document expands to more than {MAX_NODES} nodes "
                                    "(an alias bomb?); refusing to load it")])
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag in (INT_TAG, FLOAT_TAG) and node.style is None:
+            walk.literals[path] = node.value
+    elif isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             mark = key_node.start_mark
             if key in seen:
-                problems.append(Problem(file, mark.line + 1, mark.column + 1,
-                                        format_path((*path, key)),
-                                        f"repeated key `{key}` (first defined on line {seen[key]}); "
-                                        "remove one of them"))
+                walk.problems.append(Problem(file, mark.line + 1, mark.column + 1, format_path((*path, key)),
+                                             f"repeated key `{key}` (first defined on line {seen[key]}); "
+                                             "remove one of them"))
                 continue
             seen[key] = mark.line + 1
-            positions[(*path, key)] = (mark.line + 1, mark.column + 1)
-            _walk(value_node, (*path, key), positions, problems, file, count, ancestors | {id(node)})
+            walk.positions[(*path, key)] = (mark.line + 1, mark.column + 1)
+            _walk(value_node, (*path, key), walk, ancestors | {id(node)})
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             mark = item.start_mark
-            positions[(*path, i)] = (mark.line + 1, mark.column + 1)
-            _walk(item, (*path, i), positions, problems, file, count, ancestors | {id(node)})
+            walk.positions[(*path, i)] = (mark.line + 1, mark.column + 1)
+            _walk(item, (*path, i), walk, ancestors | {id(node)})

@@ -152,7 +152,8 @@ def test_log_files_and_apps_with_logs(folder: Path, open_logs: Callable[..., App
     assert [f.name for f in log_files(folder, "old")] == ["old.log.1"]
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "../x", "/abs", "a\\b", "a\0b"])
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "../x", "/abs", "a\\b", "a\0b", "my app", "é",
+                                  "a..b", "-v", "a" * 64])
 def test_names_that_could_leave_the_folder_are_rejected(
     folder: Path, open_logs: Callable[..., AppLogs], name: str
 ) -> None:
@@ -170,9 +171,9 @@ def test_names_that_could_leave_the_folder_are_rejected(
 
 def test_ordinary_names_are_accepted(folder: Path, open_logs: Callable[..., AppLogs]) -> None:
     logs = open_logs()
-    for name in ("web", "api-v2", "my app", "x.y", "é"):
+    for name in ("web", "api-v2", "x.y", "A_1", "a" * 63):
         logs.write(name, name)
-    assert apps_with_logs(folder) == sorted(["web", "api-v2", "my app", "x.y", "é"])
+    assert apps_with_logs(folder) == sorted(["web", "api-v2", "x.y", "A_1", "a" * 63])
 
 
 def test_follow_yields_only_new_lines_and_catches_up_across_rotations(
@@ -316,3 +317,41 @@ def test_follow_ends_when_told_to_stop(folder: Path, open_logs: Callable[..., Ap
     assert list(follow(folder, "web", stop, poll=0.01)) == []
     assert calls == 4
     assert time.monotonic() - started < 5
+
+
+def test_a_symlink_in_place_of_a_log_file_is_replaced_and_its_target_left_alone(
+    folder: Path, open_logs: Callable[..., AppLogs], tmp_path: Path
+) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    target.chmod(0o644)
+    folder.mkdir()
+    (folder / "web.log").symlink_to(target)
+    (folder / "web.log.1").symlink_to(target)
+    logs = open_logs(max_bytes=30, backups=2)
+    for i in range(6):  # rotations rename over web.log.1: the link goes, not its target
+        logs.write("web", f"line {i} of twenty bytes")
+    assert target.read_text() == "keep\n" and mode(target) == 0o644
+    files = log_files(folder, "web")
+    assert files and all(not f.is_symlink() and mode(f) == 0o600 for f in files)
+    assert tail(folder, "web", 1) == ["line 5 of twenty bytes"]
+
+
+def test_a_symlinked_log_folder_is_refused(tmp_path: Path) -> None:
+    from devrun.statefiles import UnsafeState
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".devrun").mkdir()
+    (tmp_path / ".devrun" / "logs").symlink_to(elsewhere)
+    with pytest.raises(UnsafeState, match="is a symlink"):
+        AppLogs(tmp_path / ".devrun" / "logs")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_readers_do_not_follow_a_symlink_in_place_of_a_log(folder: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("not a log\n")
+    folder.mkdir()
+    (folder / "web.log").symlink_to(secret)
+    assert tail(folder, "web", 5) == [] and apps_with_logs(folder) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -63,6 +64,10 @@ BAD = [
     ("undefined var", GOOD.replace("'m:app'", "'${NO_SUCH_VAR_X}'"), 3, "apps.web.app", ["NO_SUCH_VAR_X"]),
     ("debug off loopback", GOOD + "    host: 0.0.0.0\n    debug: {enabled: true}\n", 6, "apps.web.host",
      ["allow_remote"]),
+    ("octal port", GOOD.replace("5001", "010"), 4, "apps.web.port", ["leading zero", "`10`"]),
+    ("base-60 port", GOOD.replace("5001", "12:30"), 4, "apps.web.port", ["valid integer", "'12:30'"]),
+    ("path as app name", GOOD.replace("  web:", "  ../../x:"), 2, "apps", ["'../../x' is not allowed", "letters"]),
+    ("NUL in app name", GOOD.replace("  web:", '  "a\\0b":'), 2, "apps", ["'a\\x00b' is not allowed"]),
 ]
 
 
@@ -178,3 +183,39 @@ def test_init_in_an_empty_folder_writes_a_template_that_passes_check(tmp_path: P
     r = devrun("init", cwd=tmp_path)
     assert r.returncode == 0 and "no app found" in r.stdout
     assert devrun("check", cwd=tmp_path).returncode == 0
+
+
+def test_check_shows_brackets_in_values_as_written(project: Path) -> None:
+    # Rich would read `[/a]` as a closing markup tag (and die), `[bold]` as a style.
+    r = check(project, GOOD + "    watch: ['**/[/a].py', '**/[bold].py']\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "**/[/a].py" in r.stdout and "**/[bold].py" in r.stdout
+
+
+def _closed_stdout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """devrun with its output going to a pipe nobody reads any more (`devrun ... | head -c0`)."""
+    read, write_end = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "devrun", *args], cwd=cwd, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [("status", "--json"), ("status",), ("check",), ("schema",)])
+def test_a_closed_output_ends_the_command_quietly(project: Path, args: tuple[str, ...]) -> None:
+    (project / "devrun.yaml").write_text(GOOD)
+    r = _closed_stdout(*args, cwd=project)
+    assert r.returncode == 141, r.stderr  # as a shell reports a tool ended by SIGPIPE
+    assert r.stderr == ""  # no traceback, no "Exception ignored"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a disk-full output")
+@pytest.mark.parametrize("args", [("schema",), ("check",), ("status", "--json")])
+def test_a_full_disk_on_the_output_is_one_line(project: Path, args: tuple[str, ...]) -> None:
+    (project / "devrun.yaml").write_text(GOOD)
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "devrun", *args], cwd=project, stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr == "devrun: No space left on device\n", r.stderr

@@ -1004,3 +1004,129 @@ def test_a_misspelt_live_reload_key_suggests_the_right_one(tmp_path: Path) -> No
           web: {app: web:app, port: 5000, live_reload: {enable: true}}
     """))
     assert "enabled" in p.message
+
+
+# -- YAML 1.2 numbers (F9) and app names (F10) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12:30", "12:30"),  # YAML 1.1: 750 (base 60)
+        ("01234", "01234"),  # YAML 1.1: 668 (octal)
+        ("010", "010"),
+        ("0x1F", "0x1F"),  # YAML 1.1: 31
+        ("0o17", "0o17"),
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("2024-01-01", "2024-01-01"),  # YAML 1.1: a date, which is no string at all
+        ("1.50", "1.50"),  # a number, but the variable keeps the text written
+        ("1e3", "1e3"),
+        (".inf", ".inf"),
+        ("-7", "-7"),
+        ("+7", "+7"),
+        ("yes", "yes"),
+    ],
+)
+def test_env_values_keep_the_text_written(tmp_path: Path, value: str, expected: str) -> None:
+    cfg = load(tmp_path, f"""
+        defaults:
+          env: {{FROM_DEFAULTS: {value}}}
+        apps:
+          web:
+            app: web:app
+            port: 5000
+            env:
+              VALUE: {value}
+    """)
+    assert cfg.apps["web"].environment() == {"FROM_DEFAULTS": expected, "VALUE": expected}
+
+
+def test_yaml_numbers_are_yaml_1_2_core() -> None:
+    doc = yamlsource.parse(
+        "a: [010, 12:30, 0x1F, 01234, 1_000, 2024-01-01, 0o17, 00.5, 0, -0, +7, 42, -3, 1.5, 1., .5, 1e3, 2E-2,"
+        " .inf, -.inf, .nan, true, yes, null]\n", "f.yaml")
+    values = doc.data["a"]
+    assert values[:8] == ["010", "12:30", "0x1F", "01234", "1_000", "2024-01-01", "0o17", "00.5"]
+    assert values[8:13] == [0, 0, 7, 42, -3] and all(type(v) is int for v in values[8:13])
+    assert values[13:18] == [1.5, 1.0, 0.5, 1000.0, 0.02] and all(type(v) is float for v in values[13:18])
+    assert values[18] == float("inf") and values[19] == float("-inf") and values[20] != values[20]
+    assert values[21:] == [True, "yes", None]
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("010", "'010' has a leading zero"),
+    ("0080", "(`80`)"),
+    ("12:30", "valid integer"),
+    ("0x1F", "valid integer"),
+    ("true", "expected a number, found true"),
+    ("'08080'", "leading zero"),
+])
+def test_a_port_yaml_1_1_would_misread_is_a_located_error(tmp_path: Path, value: str, fragment: str) -> None:
+    p = only(problems(tmp_path, f"""
+        apps:
+          web:
+            app: web:app
+            port: {value}
+    """))
+    assert where(p) == (4, 5, "apps.web.port")
+    assert fragment in p.message
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), [
+    ("graceful_timeout", ".inf", "finite number"),
+    ("reload_delay", ".nan", "finite number"),
+    ("reload_delay", "true", "expected a number, found true"),
+    ("reload_delay", "012", "leading zero"),
+])
+def test_delays_that_are_not_plain_numbers_are_located_errors(tmp_path: Path, key: str, value: str,
+                                                              fragment: str) -> None:
+    p = only(problems(tmp_path, f"""
+        apps:
+          web:
+            app: web:app
+            port: 5000
+            {key}: {value}
+    """))
+    assert where(p) == (5, 5, f"apps.web.{key}")
+    assert fragment in p.message
+
+
+def test_plain_numbers_still_work(tmp_path: Path) -> None:
+    cfg = load(tmp_path, """
+        apps:
+          web:
+            app: web:app
+            port: 5000
+            reload_delay: 0.5
+            graceful_timeout: 2
+            backoff: {initial: 1e-1, max: 3}
+    """).apps["web"].config
+    assert (cfg.port, cfg.reload_delay, cfg.graceful_timeout, cfg.backoff.initial, cfg.backoff.max) == \
+        (5000, 0.5, 2.0, 0.1, 3.0)
+
+
+@pytest.mark.parametrize("name", ["'../../x'", "a/b", '"a\\0b"', "x" * 300, "'.hidden'", "a..b", "my app", "'-v'"])
+def test_an_app_name_that_cannot_be_a_file_name_is_a_located_error(tmp_path: Path, name: str) -> None:
+    found = problems(tmp_path, f"""
+        apps:
+          ok:
+            app: web:app
+            port: 5000
+          {name}:
+            app: web:app
+            port: 5001
+    """)
+    p = only(found)
+    assert (p.line, p.col, p.path) == (5, 3, "apps")
+    assert "letters, digits" in p.message and "\0" not in str(p) and len(str(p)) < 300
+
+
+def test_a_number_as_app_name_says_to_quote_it(tmp_path: Path) -> None:
+    p = only(problems(tmp_path, """
+        apps:
+          123:
+            app: web:app
+            port: 5000
+    """))
+    assert (p.line, p.col) == (2, 3) and "quote it" in p.message
+    assert list(load(tmp_path, "apps:\n  '123': {app: web:app, port: 5000}\n").apps) == ["123"]

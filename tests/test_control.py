@@ -325,22 +325,75 @@ def test_a_foreign_uid_is_refused(serve: Callable[..., ControlServer], monkeypat
     assert request(server.path, "ping") == "pong"
 
 
-def test_connections_beyond_the_cap_are_refused(
+def test_connections_beyond_the_cap_are_refused_as_busy(
     serve: Callable[..., ControlServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(control, "MAX_CONNECTIONS", 2)
-    server = serve()
-    held = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    entered: queue.Queue[None] = queue.Queue()
+    release = threading.Event()
+
+    def slow(args: dict[str, Any]) -> str:
+        entered.put(None)
+        release.wait(10)
+        return "done"
+
+    server = serve(handlers={"slow": slow})
+    clients = [threading.Thread(target=request, args=(server.path, "slow"), kwargs={"timeout": 10}) for _ in range(2)]
+    for client in clients:
+        client.start()
     try:
-        for sock in held:
-            sock.connect(str(server.path))
-        # Accepted in order, so both silent connections hold their slots before this one.
-        with pytest.raises(ControlError, match="busy: 2 control connections are open already"):
+        for _ in clients:
+            entered.get(timeout=5)  # both slots are in a conversation: nothing to evict
+        with pytest.raises(control.Busy, match="^busy: 2 control connections are open already$"):
             request(server.path, "ping")
+        assert raw(server.path, b'{"v": 1, "verb": "ping"}\n') == {
+            "v": 1, "ok": False, "error": "busy: 2 control connections are open already", "code": "busy"}
     finally:
-        for sock in held:
+        release.set()
+        for client in clients:
+            client.join(10)
+    assert wait_for(lambda: request(server.path, "ping") == "pong", 5, "a slot after the slow clients left")
+
+
+def test_idle_connections_give_their_slots_up_oldest_first(
+    serve: Callable[..., ControlServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "MAX_CONNECTIONS", 4)
+    server = serve()
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(6)]
+    try:
+        for sock in idle:
+            sock.connect(str(server.path))
+            sock.settimeout(5)
+        # Twice as many silent clients as slots, and still every request is answered, at once.
+        for _ in range(4):
+            assert request(server.path, "ping", timeout=3) == "pong"
+        # The oldest silent clients were hung up on (EOF); the server is not waiting for them.
+        assert idle[0].recv(10) == b""
+    finally:
+        for sock in idle:
             sock.close()
-    assert wait_for(lambda: request(server.path, "ping") == "pong", 5, "a slot after the silent clients left")
+
+
+def test_a_client_does_not_connect_through_a_symlink(serve: Callable[..., ControlServer], tmp_path: Path) -> None:
+    server = serve()
+    link = tmp_path / "planted.sock"
+    link.symlink_to(server.path)
+    with pytest.raises(ControlError, match="is a symlink, not a runner's socket") as info:
+        request(link, "ping")
+    assert not isinstance(info.value, NotRunning)
+    assert request(server.path, "ping") == "pong"
+
+
+def test_a_symlink_in_place_of_the_lock_file_is_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep\n")
+    target.chmod(0o644)
+    (tmp_path / "control.sock.lock").symlink_to(target)
+    with ControlServer(tmp_path / "control.sock", HANDLERS) as server:
+        assert request(server.path, "ping") == "pong"
+    assert not (tmp_path / "control.sock.lock").is_symlink()
+    assert target.read_text() == "keep\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
 
 
 def test_stale_socket_is_cleaned_up(serve: Callable[..., ControlServer], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -329,3 +330,81 @@ def test_another_user_cannot_reach_the_runner(tmp_path: Path, project: Callable[
                        capture_output=True, text=True, timeout=30, user=nobody.pw_uid, group=nobody.pw_gid)
     assert r.stdout.startswith("refused PermissionError"), r.stdout + r.stderr
     assert status(tmp_path)["apps"][0]["state"] == "ready"  # and it did not stop anything
+
+
+def test_status_shows_an_app_error_with_brackets_as_written(
+        tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    project("one")
+    write(tmp_path / "a" / "a.py", "raise RuntimeError('could not parse option [/etc/app.conf] [bold]x')\n")
+    r = dv(tmp_path, "up", "-d")
+    assert r.returncode == 1 and "one: error" in r.stdout, r.stdout + r.stderr
+    shown = dv(tmp_path, "status")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "Traceback" not in shown.stderr
+    # Rich folds the long cell over lines: the text is all there, brackets included, once unfolded.
+    flat = "".join(ln.strip("│┃ ") for ln in shown.stdout.splitlines())
+    assert "[/etc/app.conf]" in flat and "[bold]x" in flat, shown.stdout
+    assert status(tmp_path)["apps"][0]["error"].endswith("could not parse option [/etc/app.conf] [bold]x")
+
+
+def _stream_connection(sock_path: Path) -> socket.socket:
+    """A connection in a conversation the runner cannot cut short: an attach stream."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(sock_path))
+    s.sendall(b'{"v": 1, "verb": "events", "args": {}}\n')
+    assert b'"AppsChanged"' in s.recv(65536)
+    return s
+
+
+def test_a_runner_with_every_slot_in_use_gets_one_line_answers(
+        tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    sock_path = tmp_path / ".devrun" / "control.sock"
+    held = [_stream_connection(sock_path) for _ in range(32)]
+    try:
+        for args in (("status",), ("down",), ("restart", "one"), ("attach", "--no-dashboard")):
+            r = dv(tmp_path, *args)
+            assert r.returncode == 1, (args, r.stdout, r.stderr)
+            assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, (args, r.stderr)
+            assert "busy: 32 control connections are open already" in r.stderr, (args, r.stderr)
+        as_json = dv(tmp_path, "status", "--json")
+        assert as_json.returncode == 1
+        doc = json.loads(as_json.stdout)  # still one JSON document, saying what went wrong
+        assert doc["running"] is None and "busy" in doc["error"] and doc["apps"] == []
+    finally:
+        for s in held:
+            s.close()
+    assert wait_for(lambda: dv(tmp_path, "status").returncode == 0, 15, "a status once the streams left")
+
+
+def test_idle_clients_cannot_lock_status_out(tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    idle = []
+    try:
+        for _ in range(40):  # more than the 32 slots, none sending a byte
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(tmp_path / ".devrun" / "control.sock"))
+            idle.append(s)
+        for _ in range(3):
+            assert status(tmp_path)["apps"][0]["state"] == "ready"
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_attach_into_a_closed_output_ends_quietly(tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    ports = project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    get(f"http://127.0.0.1:{ports['one']}/")  # history to replay: lines to write
+    read, write_end = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([sys.executable, "-m", "devrun", "attach", "--no-dashboard"], cwd=tmp_path,
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141 and r.stderr == "", r.stderr
+    assert status(tmp_path)["apps"][0]["state"] == "ready"  # the runner did not notice

@@ -3,6 +3,7 @@ Commands for the main thread, the attach stream; and the one-runner lock."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from devrun import daemon, events
+from devrun import daemon, events, remote
 from devrun.control import ControlError
 from devrun.remote import RemoteView
+from tests.helpers import wait_for
 
 APPS = [("web", "http://127.0.0.1:5000/"), ("api", "http://127.0.0.1:5001/")]
 
@@ -108,3 +110,73 @@ def test_one_runner_per_config_and_a_stale_pid_file_is_taken_over(tmp_path: Path
     again.acquire()
     again.release()
     assert oct((tmp_path / ".devrun").stat().st_mode & 0o777) == "0o700"
+
+
+def test_an_app_named_many_times_is_acted_on_once() -> None:
+    inbox: queue.Queue[object] = queue.Queue()
+    v = view(inbox.put)
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(v.command("restart")({"apps": ["web"] * 300 + ["api", "web"]})))
+    t.start()
+    commands = [inbox.get(timeout=5), inbox.get(timeout=5)]
+    for command in commands:
+        command.done.set()  # type: ignore[attr-defined]
+    t.join(5)
+    assert [(c.verb, c.app) for c in commands] == [("restart", "web"), ("restart", "api")]  # type: ignore[attr-defined]
+    assert inbox.empty() and result == [{"verb": "restart", "apps": ["web", "api"]}]
+
+
+def test_the_attach_history_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "HISTORY_BYTES", 1_000_000)
+    v = view()
+    line = "x" * 16 * 1024  # the longest output line a child's reader passes on
+    for i in range(200):  # about 3.2 MB of output: 200 events, far fewer than HISTORY (5000)
+        v.handle(events.Output("web", f"{i} {line}"))
+    kept = [data for data, _ in v.history]
+    assert sum(len(json.dumps(d)) for d in kept) <= 1_000_000
+    assert v.history_bytes == sum(size for _, size in v.history)
+    assert len(kept) >= 50 and kept[-1]["line"].startswith("199 ")  # the newest are kept
+    for i in range(10):
+        v.handle(events.Request("web", "GET", f"/{i}", "200", 1.0))
+    assert len(v.history) <= remote.HISTORY
+
+
+def test_an_attached_client_too_far_behind_in_bytes_is_dropped_and_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "SUBSCRIBER_BYTES", 200_000)
+    v = view()
+    sent: list[dict[str, Any]] = []
+    reading = threading.Event()
+    stuck = threading.Event()
+
+    def send(item: dict[str, Any]) -> bool:
+        sent.append(item)
+        if item.get("event") == "Output":
+            reading.set()
+            stuck.wait(10)  # a client that stopped reading
+        return True
+
+    errors: list[BaseException] = []
+
+    def attach() -> None:
+        try:
+            v.events({}, send)
+        except ControlError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=attach)
+    t.start()
+    wait_for(lambda: v.subscribers, 5, "the client to subscribe")
+    v.handle(events.Output("web", "first"))
+    assert reading.wait(5)
+    for i in range(20):  # 20 lines of 16 KiB: more than 200 kB behind, far fewer than 10000 events
+        v.handle(events.Output("web", f"{i} " + "y" * 16 * 1024))
+    assert not v.subscribers  # dropped by the runner's thread, which never waited for it
+    stuck.set()
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1 and "fell more than" in str(errors[0])
+    assert len(sent) <= 4  # the apps, the PIN, "first": nothing of what it fell behind on
+
+
+@pytest.mark.parametrize("line", [b"[" * 200_000, b"{" * 200_000, b"\xff\xfe", b"", b"null", b'{"type": 1}'])
+def test_a_child_s_garbage_on_the_event_pipe_is_no_message(line: bytes) -> None:
+    assert events.decode_wire(line) is None
