@@ -243,3 +243,75 @@ def test_a_fork_server_stuck_in_a_fork_is_killed_with_what_it_forked(
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as devrun binds: TIME_WAIT is no holder
         s.bind(("127.0.0.1", port))
+
+
+WRITER = """
+    import sqlite3
+    LOG = open("app.log", "a")  # the app's own log and database, inside its broad watch
+    DB = sqlite3.connect("db.sqlite3")
+    DB.execute("create table if not exists hits (n integer)")
+    def app(environ, start_response):
+        LOG.write("hit\\n"); LOG.flush()
+        DB.execute("insert into hits values (1)"); DB.commit()
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [b'writer v{version}']
+"""
+
+
+@pytest.mark.parametrize("reload", ["spawn", "fork"])
+def test_files_the_app_writes_itself_never_restart_it(
+        tmp_path: Path, devrun: Callable[..., Devrun], reload: str) -> None:
+    port = free_port()
+    write(tmp_path / "web" / "app.py", WRITER.format(version=1))
+    write(tmp_path / "devrun.yaml", yaml({"web": ("web", port)}, reload=reload, extra='    watch: ["**/*"]\n'))
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port) == "writer v1", 30, "the app")
+    for _ in range(20):
+        assert body(port) == "writer v1"
+    d.wait_line(lambda ln: "app.log changed, but the app writes it itself" in ln, 10)
+    write(tmp_path / "web" / "app.py", WRITER.format(version=2))  # a real edit still reloads
+    wait_for(lambda: body(port) == "writer v2", 15, "version 2")
+    for _ in range(20):
+        assert body(port) == "writer v2"
+    reloads = [ln for ln in d.lines if "reload (" in ln]
+    assert len(reloads) == 1 and "app.py" in reloads[0], reloads
+    assert sum("app.log changed" in ln for ln in d.lines) == 1
+
+
+def test_app_run_at_import_is_an_error_with_the_fix(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port, other = free_port(), free_port()
+    write(tmp_path / "web" / "app.py", f"""
+        from flask import Flask
+        app = Flask(__name__)
+        @app.get("/")
+        def index():
+            return "served by devrun"
+        app.run(port={other})  # what a tutorial's script does, at module level
+    """)
+    write(tmp_path / "devrun.yaml", yaml({"web": ("web", port)}))
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    line = d.wait_line(lambda ln: "error:" in ln and "app.run()" in ln, 30)
+    assert 'if __name__ == "__main__":' in line
+    status, text = get(f"http://127.0.0.1:{port}/")
+    assert status == 500 and "app.run()" in text
+    write(tmp_path / "web" / "app.py", (tmp_path / "web" / "app.py").read_text().replace(
+        f"app.run(port={other})", f'if __name__ == "__main__":\n    app.run(port={other})'))
+    wait_for(lambda: get(f"http://127.0.0.1:{port}/") == (200, "served by devrun"), 15, "the guarded app")
+
+
+def test_a_change_during_a_hanging_start_restarts_it_exactly_once(
+        tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    port = free_port()
+    write(tmp_path / "web" / "app.py", app_source("web", 1, "import time; time.sleep(300)"))
+    write(tmp_path / "devrun.yaml", yaml({"web": ("web", port)}))
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    # No timeout kills a slow start (a big Django project may import for a while): the port
+    # says it is still starting, with the output so far.
+    wait_for(lambda: "still starting" in body(port), 15, "the still-starting page")
+    write(tmp_path / "web" / "app.py", app_source("web", 2))
+    wait_for(lambda: body(port).startswith("web v2"), 15, "version 2")
+    starts = [ln for ln in d.lines if "starting (pid" in ln]
+    assert len(starts) == 2, starts
+    assert sum("reload (app.py)" in ln for ln in d.lines) == 1
+    [hung] = [int(ln.split("pid ")[1].split(",")[0]) for ln in starts[:1]]
+    wait_for(lambda: not alive(hung), 5, "the hanging generation killed")
