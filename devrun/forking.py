@@ -261,7 +261,9 @@ class ForkLauncher:
             state = server.poll()
             if state == "tainted" and server.taint:
                 culprit, module = server.taint
-                self.notice(f"fork server: preloading {culprit} imported project module {module}; "
+                why = ("started an OS thread (a fork of a threaded process may deadlock)" if module == "thread"
+                       else f"imported project module {module}")
+                self.notice(f"fork server: preloading {culprit} {why}; "
                             f"{culprit} will be imported by each generation instead", "warning")
                 self.deny.add(culprit)
                 self._replace([m for m in server.preload if m != culprit])

@@ -188,3 +188,28 @@ def test_a_reload_adopts_the_spare_forked_while_the_app_was_idle(
     text = reload_to(tmp_path, port, version + 1)
     assert int(text.split()[-1]) == spare  # the spare became the new generation
     assert text.startswith(f"v{version + 1} h1 ")  # with the code saved after it was forked
+
+
+THREADED_LIB = """
+    import time
+    from gevent import monkey
+    # What a C extension (gRPC, a BLAS pool) does at import: a real OS thread, not a greenlet.
+    monkey.get_original("_thread", "start_new_thread")(time.sleep, (300,))
+    VALUE = "threaded"
+"""
+
+
+def test_a_module_that_starts_an_os_thread_is_never_preloaded(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    lib = tmp_path.parent / f"{tmp_path.name}-lib"  # outside the project: a preload candidate
+    write(lib / "threadedlib.py", THREADED_LIB)
+    port = setup(tmp_path, env=f"env: {{PYTHONPATH: '{lib}'}}")
+    write(tmp_path / "helper.py", "import threadedlib\nTAG = threadedlib.VALUE\n")
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 threaded"), 30, "the app")
+    version, text = wait_forked(tmp_path, port, 1)
+    assert text.startswith(f"v{version} threaded ")
+    d.wait_line(lambda ln: "preloading threadedlib started an OS thread" in ln, 10)
+    reload_to(tmp_path, port, version + 1)  # served by a server that preloaded without it
+    assert "threadedlib" not in json.loads((tmp_path / ".devrun" / "preload-solo.json").read_text())
+    for pid in forkserver_pids(d):
+        assert len(os.listdir(f"/proc/{pid}/task")) == 1

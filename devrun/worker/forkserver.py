@@ -4,7 +4,8 @@ pays only for the project's own imports.
 
 Protocol over a Unix socket with the runner, one JSON line each way:
   runner -> {"preload": [...], "project_roots": [...]}
-  server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name}
+  server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name} (name "thread":
+            importing culprit started an OS thread, and forks of a threaded process may deadlock)
   runner -> {"fork": spec} with SCM_RIGHTS fds: the generation's event and output pipes, the
             app's listening socket (the server itself never keeps it) and the runner's
             control pipe to the generation
@@ -51,8 +52,19 @@ def project_modules(roots: tuple[str, ...]) -> list[str]:
             if (path := getattr(module, "__file__", None)) and os.path.abspath(path).startswith(roots)]
 
 
+def os_threads() -> int:
+    """Real OS threads of this process (Linux; 1 elsewhere, where nothing can be checked)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
 def preload(names: list[str], roots: tuple[str, ...]) -> tuple[str, str] | None:
-    """Import names; return (culprit, project module) if one of them pulled in project code."""
+    """Import names; return (culprit, why) if one of them pulled in project code (why: that
+    module's name) or started an OS thread (why: "thread"): a fork copies only the forking
+    thread, so a lock another thread held stays held for ever in every generation."""
+    threads = os_threads()
     for name in names:
         if name in sys.modules:
             continue
@@ -63,6 +75,8 @@ def preload(names: list[str], roots: tuple[str, ...]) -> tuple[str, str] | None:
         tainted = project_modules(roots)
         if tainted:
             return name, tainted[0]
+        if os_threads() > threads:
+            return name, "thread"
     return None
 
 
