@@ -241,34 +241,6 @@ def test_debug_mode_with_a_foreign_host(tmp_path: Path, devrun: Callable[..., De
     assert "__devrun__/livereload.js" in fetch(url)[1]
 
 
-def _outbound_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's source address
-        except OSError:
-            return None
-        addr = s.getsockname()[0]
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
-
-
-def test_a_non_loopback_peer_with_a_loopback_host_gets_plain_pages(
-    tmp_path: Path, devrun: Callable[..., Devrun]
-) -> None:
-    addr = _outbound_address()
-    if addr is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
-    port = project(tmp_path, BROKEN, host="0.0.0.0")  # no debug: allowed without an opt-in
-    devrun("up", "--no-dashboard", cwd=tmp_path)
-    wait_for(lambda: "SyntaxError" in fetch(f"http://127.0.0.1:{port}/", timeout=2)[1], 30, "the error page")
-    status, body = fetch(f"http://{addr}:{port}/", host=f"localhost:{port}", source=addr)
-    assert status == 500 and "SyntaxError" not in body and "hunter2" not in body
-    # The same app, crashed: the runner's page.
-    write(tmp_path / "app.py", CRASHING)
-    wait_for(lambda: fetch(f"http://127.0.0.1:{port}/", timeout=2)[0] == 503, 30, "the runner's page")
-    status, body = fetch(f"http://{addr}:{port}/", host=f"localhost:{port}", source=addr)
-    assert status == 503 and "hunter2" not in body
-
-
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
