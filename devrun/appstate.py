@@ -38,7 +38,8 @@ class AppState:
                 self.pid, self.up_since = pid, event.at
                 self.error = self.traceback = ""  # new code: the old error is history
             case events.AppFailed(pid=pid, summary=summary, traceback=tb):
-                self.pid, self.up_since = pid, event.at
+                # pid 0: nothing could start (the app's folder is gone): no process, no uptime
+                self.pid, self.up_since = (pid, event.at) if pid else (None, None)
                 self.error, self.traceback = summary, tb
             case events.Exited(expected=False, returncode=rc):
                 self.error = events.describe_exit(rc)

@@ -225,18 +225,34 @@ def reap_orphans() -> None:
 def adopted_orphans() -> list[tuple[int, int]]:
     """(pid, process group) of the live processes the runner adopted as a subreaper: what an
     app's generation left when it exited. Linux only ([] elsewhere)."""
-    me = os.getpid()
     out = []
-    with contextlib.suppress(OSError):
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in known_pids:
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    state, ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
-                if int(ppid) == me and state != b"Z":
-                    out.append((int(name), int(pgrp)))
+    for pid in _children():
+        if pid in known_pids:
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state, ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+            if int(ppid) == os.getpid() and state != b"Z":
+                out.append((pid, int(pgrp)))
     return out
+
+
+def _children() -> list[int]:
+    """The runner's children: from each thread's `children` list (a few reads), else from a
+    scan of every process."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                pids.extend(int(p) for p in f.read().split())
+        return pids
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN, or a thread just gone
+        pass
+    except OSError:
+        return []
+    with contextlib.suppress(OSError):
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    return []
 
 
 def process_name(pid: int) -> str:
