@@ -41,6 +41,9 @@ MAX_CRASHES = 8
 # How often an app's folder is checked for being there: one that vanished in a way no watched
 # file reported (the folder itself renamed) still turns into "folder missing".
 ROOT_CHECK = 1.0
+# Files the app said it writes, kept per app: every generation may say so again, or name new
+# temporary files; the set stays bounded.
+MAX_APP_WRITES = 1024
 
 
 class State(str, Enum):
@@ -300,7 +303,7 @@ class AppSupervisor:
             self.emit(events.Pages(self.name, int(msg.get("count", 0))))
         elif kind == "refreshed" and gen is self.current and int(msg.get("pages", 0)) > 0:
             self.emit(events.Refreshed(self.name, int(msg["pages"]), str(msg.get("how", "reload"))))
-        elif kind == "writes" and isinstance(msg.get("paths"), list):
+        elif kind == "writes" and isinstance(msg.get("paths"), list) and len(self.app_writes) < MAX_APP_WRITES:
             self.app_writes.update(str(p) for p in msg["paths"])
         elif kind == "pin_failed":
             self._pin_failed(msg.get("count"))
