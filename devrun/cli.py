@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +267,6 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     import queue
-    import threading
 
     from devrun import applog, daemon, statefiles
 
@@ -319,8 +319,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    import threading
-
     from devrun import events
 
     _, path = _runner(args)
@@ -377,10 +375,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
     running = getattr(view, "running", None)
     try:
         if running is None:
-            done.wait()
+            _wait(done)
         else:
             with running(post):
-                done.wait()
+                _wait(done)
     except KeyboardInterrupt:
         pass
     if unwritable:
@@ -393,6 +391,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
     else:
         print("devrun: detached; the runner keeps running (`devrun down` stops it)")
     return 0
+
+
+def _wait(done: threading.Event) -> None:
+    """Wait in short steps: a Ctrl-C that the kernel hands to the reader thread only sets a flag,
+    and an untimed wait on the main thread would never return to see it."""
+    while not done.wait(0.2):
+        pass
 
 
 def _attached_view(first: dict[str, object], no_dashboard: bool) -> object:

@@ -182,6 +182,29 @@ def test_two_clients_at_once_an_attached_stream_and_requests(
         again.kill()
 
 
+def test_attach_leaves_on_a_ctrl_c_that_the_kernel_gave_to_its_reader_thread(
+        tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    import ctypes
+
+    project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    attached = subprocess.Popen([sys.executable, "-m", "devrun", "attach", "--no-dashboard"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(attached.stdout or ()), daemon=True).start()
+    try:
+        wait_for(lambda: any("ready http" in ln for ln in lines), 15, "attach connected")
+        threads = [int(t) for t in os.listdir(f"/proc/{attached.pid}/task") if int(t) != attached.pid]
+        assert threads, "attach reads its stream on a thread of its own"
+        # A process-directed SIGINT may land on any thread; this one lands on the reader's.
+        assert ctypes.CDLL(None, use_errno=True).tgkill(attached.pid, threads[0], signal.SIGINT) == 0
+        assert attached.wait(5) == 0
+    finally:
+        attached.kill()
+        dv(tmp_path, "down")
+    assert "the runner keeps running" in "".join(lines)
+
+
 def test_logs_show_and_follow_request_lines_and_survive_rotation(
         tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
     ports = project("one", "two")
