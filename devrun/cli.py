@@ -308,7 +308,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         threading.Thread(target=follow, args=(app,), daemon=True).start()
     try:
         while True:
-            app, text = new.get()
+            try:  # in short steps, for the same reason as attach's _wait
+                app, text = new.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if text is None:
                 print(f"devrun: {app}", file=sys.stderr)
                 return 1
