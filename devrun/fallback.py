@@ -19,6 +19,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 from devrun.loopback import LOOPBACK, REFUSAL_STATUS, REFUSED_TEXT
 from devrun.worker.livereload import EVENTS_PATH, PREFIX, sse
@@ -207,30 +208,29 @@ def _reply(conn: socket.socket, pages: Pages, peer: str | None) -> None:
             _drain(conn, time.monotonic() + DRAIN_TIMEOUT)
 
 
-def _read_head(conn: socket.socket, deadline: float) -> bytes:
-    data = b""
+def _chunks(conn: socket.socket, deadline: float) -> Iterator[bytes]:
+    """What the client sends, until it closes, errs, or the deadline passes."""
     with contextlib.suppress(OSError):
-        while b"\r\n\r\n" not in data and len(data) < MAX_HEADER:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+        while (left := deadline - time.monotonic()) > 0:
             conn.settimeout(left)
             chunk = conn.recv(4096)
             if not chunk:
-                break
-            data += chunk
+                return
+            yield chunk
+
+
+def _read_head(conn: socket.socket, deadline: float) -> bytes:
+    data = b""
+    for chunk in _chunks(conn, deadline):
+        data += chunk
+        if b"\r\n\r\n" in data or len(data) >= MAX_HEADER:
+            break
     return data
 
 
 def _drain(conn: socket.socket, deadline: float) -> None:
     read = 0
-    with contextlib.suppress(OSError):
-        while read < MAX_HEADER:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            conn.settimeout(left)
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            read += len(chunk)
+    for chunk in _chunks(conn, deadline):
+        read += len(chunk)
+        if read >= MAX_HEADER:
+            return
