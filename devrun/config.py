@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from devrun import statefiles, yamlsource
-from devrun.environment import InterpolationError, interpolate, interpolate_tree, read_env_file
+from devrun.environment import EnvFileError, InterpolationError, interpolate, interpolate_tree, read_env_file
 from devrun.importspec import ImportSpecError, parse_import_string
 from devrun.yamlsource import ConfigError, Document, KeyPath, Problem
 
@@ -226,6 +226,7 @@ class App:
     config: AppConfig
     root: Path  # absolute working folder
     file_env: dict[str, str] = field(default_factory=dict)  # from env_file
+    env_path: Path | None = None  # the env file, resolved, whether it exists or not (it is watched)
 
     @property
     def url(self) -> str:
@@ -331,7 +332,7 @@ def build_config(doc: Document, base: Path, environ: dict[str, str] | None = Non
             problems.append(doc.problem(path, f"expected a mapping with `app:` and `port:`, found {_kind(raw)}"))
             continue
         merged = deep_merge(defaults, _literal_env(doc, path, raw))
-        file_env = _read_env_file(doc, path, merged, base, environ, problems)
+        env_path, file_env = _read_env_file(doc, path, merged, base, environ, problems)
         variables = {**environ, **file_env}
         unresolved: list[KeyPath] = []
 
@@ -348,7 +349,7 @@ def build_config(doc: Document, base: Path, environ: dict[str, str] | None = Non
             skip = {yamlsource.format_path(_written_at(doc, u)) for u in unresolved}
             problems.extend(p for p in _problems(doc, exc, path) if p.path not in skip)
             continue
-        apps[name] = App(name, cfg, (base / cfg.cwd).resolve(), file_env)
+        apps[name] = App(name, cfg, (base / cfg.cwd).resolve(), file_env, env_path)
     problems.extend(_cross_checks(doc, apps))
     if problems:
         raise ConfigError(_dedupe(problems))
@@ -368,26 +369,28 @@ def _literal_env(doc: Document, at: KeyPath, section: dict[str, Any]) -> dict[st
 
 
 def _read_env_file(doc: Document, path: KeyPath, merged: dict[str, Any], base: Path,
-                   environ: dict[str, str], problems: list[Problem]) -> dict[str, str]:
+                   environ: dict[str, str], problems: list[Problem]) -> tuple[Path | None, dict[str, str]]:
     raw = merged.get("env_file")
     if raw is None:
-        return {}
+        return None, {}
     try:
         spec = EnvFileConfig.model_validate({"path": raw} if isinstance(raw, str) else raw)
-        file = base / interpolate(spec.path, environ)
+        file = (base / interpolate(spec.path, environ)).absolute()
     except (ValidationError, InterpolationError):
-        return {}  # reported with its location when the whole app is validated
+        return None, {}  # reported with its location when the whole app is validated
     if not file.is_file():
         if not spec.optional:
             problems.append(_at(doc, (*path, "env_file"),
                                 f"env file {str(file)!r} not found; create it, fix the path, or mark it "
                                 "`optional: true` (env_file: {path: .env, optional: true})"))
-        return {}
+        return file, {}
     try:
-        return read_env_file(file)
+        return file, read_env_file(file)
+    except EnvFileError as exc:  # at the line of the env file itself, as a config error is
+        problems.append(Problem(str(file), exc.line, 1, yamlsource.format_path((*path, "env_file")), str(exc)))
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(_at(doc, (*path, "env_file"), f"cannot read env file {str(file)!r}: {exc}"))
-        return {}
+    return file, {}
 
 
 def _cross_checks(doc: Document, apps: dict[str, App]) -> list[Problem]:

@@ -4,12 +4,14 @@ interpolation in devrun.yaml string values.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 _REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
@@ -17,6 +19,17 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 class InterpolationError(ValueError):
     pass
+
+
+class EnvFileError(ValueError):
+    """A line of a dotenv file that python-dotenv cannot parse (it would skip it, with a log line
+    nobody reads, and the app would start without the variable)."""
+
+    def __init__(self, line: int, text: str):
+        self.line = line
+        self.text = text
+        super().__init__(f"cannot read {text!r} as `NAME=value`; fix it (quote a value with spaces or "
+                         "`#`, close every quote) or remove it")
 
 
 def interpolate(text: str, variables: Mapping[str, str]) -> str:
@@ -61,5 +74,10 @@ def interpolate_tree(data: Any, variables: Mapping[str, str], on_error: Callable
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Values of a dotenv file; a key without a value (``KEY`` alone) is left out."""
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    """Values of a dotenv file; a key without a value (``KEY`` alone) is left out. A line that
+    python-dotenv cannot parse raises EnvFileError (its own parser says which)."""
+    text = path.read_text(encoding="utf-8")
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise EnvFileError(binding.original.line, binding.original.string.strip())
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}

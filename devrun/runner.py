@@ -34,6 +34,7 @@ from devrun.watcher import Batch, Watcher
 TICK = 0.1
 CONFIG_KEY = "\0devrun.yaml"  # the watcher's key for the config file: never an app's name
 CONFIG_DELAY = 0.2  # an editor may write the file in several steps
+ENV_KEY = "\0env:"  # + path: the watcher's key for an env file
 SPARE_AFTER = 0.2  # seconds after a generation started before the next one's spare is forked
 LOG_BYTES_ENV = "DEVRUN_LOG_MAX_BYTES"  # each app's log file size before it rotates (3 kept)
 # Items waiting for the main thread beyond which child output and request lines are dropped.
@@ -87,6 +88,7 @@ class Runner:
         self.orphan_scan_at = 0.0
         self.view_errors = 0
         self.watcher: Watcher | None = None
+        self.env_watches: set[str] = set()  # watcher keys of the env files watched
         self.remote: RemoteView | None = None
 
     @property
@@ -156,6 +158,7 @@ class Runner:
                     return 1
                 if self.control:
                     watcher.watch_file(CONFIG_KEY, str(self.config.file), CONFIG_DELAY)
+                    self._watch_env_files()
                 watcher.start()
                 while not self.stop_requested:
                     self._step(time.monotonic() + TICK)
@@ -207,7 +210,20 @@ class Runner:
                 "configured": list(self.config.apps)}
 
     def _on_batch(self, key: str, batch: Batch) -> None:
-        self.inbox.put(ConfigChanged() if key == CONFIG_KEY else FilesChanged(key, batch))
+        # An env file is part of the config: its edit is applied as a devrun.yaml edit is.
+        config = key == CONFIG_KEY or key.startswith(ENV_KEY)
+        self.inbox.put(ConfigChanged() if config else FilesChanged(key, batch))
+
+    def _watch_env_files(self) -> None:
+        """Watch every env file the config names (a missing optional one too: its creation counts)."""
+        if self.watcher is None:
+            return
+        wanted = {ENV_KEY + str(app.env_path) for app in self.config.apps.values() if app.env_path is not None}
+        for key in self.env_watches - wanted:
+            self.watcher.unwatch_file(key)
+        for key in wanted - self.env_watches:
+            self.watcher.watch_file(key, key[len(ENV_KEY):], CONFIG_DELAY)
+        self.env_watches = wanted
 
     # -- apps --------------------------------------------------------------------------------
 
@@ -306,6 +322,7 @@ class Runner:
             self.notice(f"{self.config.file.name} cannot be read ({exc.strerror or exc}); nothing changed", "error")
             return
         old, self.config = self.config, new
+        self._watch_env_files()
         wanted = {app.name: app for app in self.apps}
         # Every listener given up here is kept until the apps are added again: an address that
         # moves to another app (two ports swapped) is handed over instead of bound anew, which
@@ -319,7 +336,12 @@ class Runner:
         for name, app in wanted.items():
             before = old.apps.get(name)
             if name in self.supervisors and before != app:
-                self.notice(f"changed in {new.file.name}: restarting", "info", name)
+                # A new environment replaces the fork server too: its preloaded modules may have
+                # read the old one at import time.
+                what = (f"{app.env_path.name if app.env_path else 'env file'} changed" if before is not None
+                        and before.config == app.config and before.file_env != app.file_env
+                        else f"changed in {new.file.name}")
+                self.notice(f"{what}: restarting", "info", name)
                 address = _address(self.supervisors[name].app)
                 released[address] = self._remove_app(name)
                 starting.append(app)

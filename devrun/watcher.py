@@ -257,7 +257,7 @@ class _AppWatch:
 
 
 class _FileWatch:
-    """One file (devrun.yaml): a watch of its folder, reporting this name only."""
+    """One file (devrun.yaml, an env file): a watch of its folder, reporting this name only."""
 
     def __init__(self, watcher: Watcher, key: str, path: str):
         self.watcher = watcher
@@ -369,6 +369,11 @@ class Watcher:
         self.debouncer.delays[key] = delay
         self.folders.call(self._watch_file, _FileWatch(self, key, os.path.abspath(path)))
 
+    def unwatch_file(self, key: str) -> None:
+        """Stop watching a file watched by watch_file (an env file no app names any more)."""
+        self.folders.call(self._unwatch_file, key)
+        self.debouncer.delays.pop(key, None)
+
     def watch_count(self, name: str) -> int:
         return self.folders.call(lambda: len(self.apps[name].watches))
 
@@ -401,10 +406,13 @@ class Watcher:
         if app is not None:
             app.close()
 
-    def _watch_file(self, handler: _FileWatch) -> None:
-        old = self.files.pop(handler.name, None)
+    def _unwatch_file(self, key: str) -> None:
+        old = self.files.pop(key, None)
         if old is not None:
             self.folders.unwatch(os.path.dirname(old.path), old)
+
+    def _watch_file(self, handler: _FileWatch) -> None:
+        self._unwatch_file(handler.name)
         self.files[handler.name] = handler
         try:
             self.folders.watch(os.path.dirname(handler.path), handler, follow=True)

@@ -138,3 +138,24 @@ def test_yaml_12_booleans_keep_norway(tmp_path: Path) -> None:
           web: {app: "m:app", port: 5000, env: {NO: "x", ANSWER: yes, FLAG: true}}
     """)
     assert cfg.apps["web"].config.env == {"NO": "x", "ANSWER": "yes", "FLAG": "true"}
+
+
+def test_a_broken_env_file_line_is_reported_at_its_file_and_line(tmp_path: Path) -> None:
+    # python-dotenv alone skips such a line with a log record: the app would start without it.
+    (tmp_path / ".env").write_text("GOOD=1\nBROKEN=\"never closed\nLATER=2\n")
+    found = problems(tmp_path, """
+        apps:
+          web: {app: "hello:app", port: 5055, env_file: .env}
+    """)
+    assert len(found) == 1
+    assert (found[0].file, found[0].line, found[0].path) == (str(tmp_path / ".env"), 2, "apps.web.env_file")
+    assert "BROKEN=\"never closed" in found[0].message and "close every quote" in found[0].message
+
+
+def test_the_env_file_path_is_kept_even_when_an_optional_file_is_missing(tmp_path: Path) -> None:
+    cfg = load(tmp_path, """
+        apps:
+          web: {app: "hello:app", port: 5055, env_file: {path: .env.local, optional: true}}
+    """)
+    assert cfg.apps["web"].env_path == tmp_path / ".env.local"  # watched, so creating it counts
+    assert cfg.apps["web"].file_env == {}
