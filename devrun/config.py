@@ -52,9 +52,10 @@ class LiveReloadConfig(_Strict):
         None, description="Refresh open browser pages once new code is ready; default: the app's debug.enabled."
     )
     watch: list[Glob] = Field(
-        default_factory=lambda: ["**/templates/**", "**/static/**"],
-        description="Gitignore-style globs, relative to cwd, whose changes refresh the browser without a "
-        "restart (a *.css change swaps stylesheets in place).",
+        default_factory=lambda: ["**/templates/**", "**/static/**", "**/*.tpl", "**/*.jinja2", "**/*.pt"],
+        description="Gitignore-style globs, relative to cwd, of templates and static files: an edit takes "
+        "effect without a restart where the framework allows it (else the app restarts), and open pages "
+        "refresh (a *.css change swaps stylesheets in place).",
     )
     allow_remote: bool = Field(
         False, description="Allow live reload on a host other than loopback (also allowed by debug.allow_remote)."

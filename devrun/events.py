@@ -86,10 +86,12 @@ class Reloading(Event):
 
 @dataclass(frozen=True)
 class Refreshing(Event):
-    """Files only live reload watches changed: the open pages are told, the app keeps running."""
+    """Files only live reload watches (templates, static files) changed: the app applies them in
+    place and the open pages are told; the app keeps running."""
 
     paths: tuple[str, ...]
     css: bool  # stylesheets only: swapped in place, no navigation
+    pages: bool = True  # live reload is on: open pages are told; off, only the app applies the edit
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ def describe(event: events.Event) -> Text | None:
             return Text(f"ready {url} (pid {pid}, {ms:.0f} ms)", style="green")
         case events.Reloading(paths=paths):
             return Text(f"reload ({_paths(paths)})" if paths else "restart (asked for)", style="yellow")
-        case events.Refreshing(paths=paths, css=css):
-            return Text(f"{'swap stylesheets' if css else 'refresh pages'} ({_paths(paths)})", style="yellow")
+        case events.Refreshing(paths=paths, css=css, pages=pages):
+            what = "swap stylesheets" if css and pages else "refresh pages" if pages else "changed, applied in place"
+            return Text(f"{what} ({_paths(paths)})", style="yellow")
         case events.Refreshed(pages=n, how=how):
             what = "swapped stylesheets in" if how == "css" else "refreshed"
             return Text(f"{what} {n} page{'s' if n != 1 else ''}", style="cyan")

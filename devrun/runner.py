@@ -272,7 +272,9 @@ class Runner:
         if again:
             self.watcher.remove(app.name)
         cfg = app.config
-        live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore) if cfg.live else None
+        # Templates and static files are watched with live reload off too: an edit must still reach
+        # the app (Django's cached templates are reset, a framework that cannot do that restarts).
+        live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore)
         self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore),
                          cfg.reload_delay, live)
 

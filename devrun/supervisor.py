@@ -121,6 +121,7 @@ class AppSupervisor:
         self.app_writes: set[str] = set()  # watched files the app itself opened for writing
         self.app_writes_told: set[str] = set()
         self.pin_failures = 0  # wrong debugger PINs this run: a reload must not reset the lockout
+        self.framework = ""  # the serving generation's framework, as it described it
 
     @property
     def name(self) -> str:
@@ -182,7 +183,12 @@ class AppSupervisor:
         # batch names both, but only files still there say what changed.
         present = [p for p in paths if (self.app.root / p).exists()]
         css = bool(present) and all(p.lower().endswith(".css") for p in present)
-        self.emit(events.Refreshing(self.name, paths, css))
+        if not css and not gen.templates_in_place:
+            # The framework cannot apply a template edit in place (Falcon, plain WSGI, a failed
+            # import): a restart, after which the pages refresh. Never the old file.
+            self.reload(paths)
+            return
+        self.emit(events.Refreshing(self.name, paths, css, self.app.config.live))
         gen.tell({"live": "css" if css else "reload", "paths": list(paths)})
 
     def restart(self) -> None:
@@ -282,6 +288,8 @@ class AppSupervisor:
             if self.fallback is not None:
                 self.fallback.quiet()
             if kind == "ready":
+                gen.templates_in_place = msg.get("templates") is True
+                self._framework(str(msg.get("framework") or ""))
                 self._set(State.READY)
                 # Measured here, from spawn: the child's own clock misses interpreter start-up.
                 ms = (self.clock() - gen.started) * 1000
@@ -312,6 +320,12 @@ class AppSupervisor:
         elif kind == "dropped":
             self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
                                     "warning"))
+
+    def _framework(self, described: str) -> None:
+        """Say once what devrun does for the app's framework (again only if that changes)."""
+        if described and described != self.framework:
+            self.framework = described
+            self.emit(events.Notice(self.name, described, "info"))
 
     def _pin_failed(self, count: object) -> None:
         """The debugger refused a PIN: the next generations start from this count, so a reload

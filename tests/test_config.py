@@ -972,7 +972,8 @@ def test_live_reload_follows_debug_unless_set(tmp_path: Path) -> None:
           d: {app: web:app, port: 5003, debug: {enabled: false}, live_reload: {enabled: true}}
     """)
     assert [cfg.apps[n].config.live for n in "abcd"] == [True, False, False, True]
-    assert cfg.apps["a"].config.live_reload.watch == ["**/templates/**", "**/static/**"]
+    assert cfg.apps["a"].config.live_reload.watch == ["**/templates/**", "**/static/**", "**/*.tpl", "**/*.jinja2",
+                                                      "**/*.pt"]
 
 
 def test_live_reload_watch_globs_are_checked_per_item(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ class FakeGen:
     going: bool = False
     go_at: float | None = None
     group_kill_at: float | None = None
+    framework: str = ""
+    templates_in_place: bool = False
     signals: list[int] = field(default_factory=list)
     told: list[dict[str, object]] = field(default_factory=list)
 
@@ -380,14 +382,35 @@ def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Pa
         "51 output/request lines dropped: the runner fell behind"]
 
 
-def ready_rig(root: Path) -> tuple[Rig, FakeGen]:
+def ready_rig(root: Path, templates: bool = True) -> tuple[Rig, FakeGen]:
     r = Rig(root=root)
     r.sup.start()
     [g1] = r.gens
     r.say(g1, "loaded", ok=True)
-    r.say(g1, "ready", ms=5)
+    r.say(g1, "ready", ms=5, framework="Flask 3.1", templates=templates)
     assert g1.going
     return r, g1
+
+
+def test_a_template_edit_the_framework_cannot_apply_restarts_the_app(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "a.html").write_text("x")
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "site.css").write_text("x")
+    r, g1 = ready_rig(tmp_path, templates=False)
+    r.sup.refresh(("static/site.css",))  # a stylesheet is served from disk: swapped in place all the same
+    assert g1.told == [{"live": "css", "paths": ["static/site.css"]}] and len(r.gens) == 1
+    r.sup.refresh(("templates/a.html",))
+    assert len(r.gens) == 2 and g1.told[-1]["live"] == "css"  # a new generation, the old one not told
+    assert [e.paths for e in r.events if isinstance(e, events.Reloading)] == [("templates/a.html",)]
+
+
+def test_what_the_framework_is_is_said_once(tmp_path: Path) -> None:
+    r, g1 = ready_rig(tmp_path)
+    r.sup.reload(("app.py",))
+    r.say(r.gens[1], "loaded", ok=True)
+    r.say(r.gens[1], "ready", ms=5, framework="Flask 3.1", templates=True)
+    assert [e.text for e in r.events if isinstance(e, events.Notice)] == ["Flask 3.1"]
 
 
 def test_a_live_only_change_tells_the_serving_generation_and_restarts_nothing(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Debug mode: Werkzeug's debugger around the app, template auto-reload for Flask."""
+"""Debug mode: Werkzeug's debugger around the app (each framework's own switches: frameworks.py)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,6 @@ from typing import Any
 
 from devrun.loopback import LOOPBACK, Trust
 from devrun.worker.guard import Guard, plain_errors
-
-
-def _flask_config(app: Any) -> Any:
-    config = getattr(app, "config", None)
-    return config if hasattr(app, "jinja_env") and hasattr(config, "__setitem__") else None  # Flask and kin
-
-
-def enable_framework_debug(app: Any) -> None:
-    """Make the framework let exceptions reach the debugger and re-read edited templates."""
-    config = _flask_config(app)
-    if config is not None:
-        # Without this Flask turns every exception into its own 500 page; the debugger never sees it.
-        config["PROPAGATE_EXCEPTIONS"] = True
-    enable_template_reload(app)
-
-
-def enable_template_reload(app: Any) -> None:
-    """Re-read an edited template on its next render instead of serving the cached one."""
-    config = _flask_config(app)
-    if config is not None:
-        config["TEMPLATES_AUTO_RELOAD"] = True
-        # The Jinja environment may already exist (created at import); set it there too.
-        app.jinja_env.auto_reload = True
-
 
 PIN_ATTEMPTS = 10  # Werkzeug locks the PIN after this many failures (hard-coded in werkzeug.debug)
 _COUNTER_MAX = 255  # Werkzeug keeps the count in one unsigned byte: past it, it would wrap to 0

@@ -25,8 +25,9 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from devrun.importspec import parse_import_string
 from devrun.loopback import Trust, is_loopback_address
-from devrun.worker.debugging import enable_framework_debug, enable_template_reload, pin_failure_message, wrap_debugger
+from devrun.worker.debugging import pin_failure_message, wrap_debugger
 from devrun.worker.errorpage import error_app
+from devrun.worker.frameworks import Adapter, adapter_for
 from devrun.worker.livereload import PREFIX, SOCKET_KEY, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
@@ -180,9 +181,10 @@ def pin_reporter(reporter: Reporter) -> Callable[[int], None]:
     return report
 
 
-def read_commands(fd: int, hub: LiveHub | None, pending: bytes = b"") -> None:
-    """The runner's messages to this generation, one JSON line each (a greenlet): for now,
-    what to tell the open pages when a template or a stylesheet changed."""
+def read_commands(fd: int, hub: LiveHub | None, adapter: Adapter | None, root: str, pending: bytes = b"") -> None:
+    """The runner's messages to this generation, one JSON line each (a greenlet): for now, that
+    templates or stylesheets changed. The framework applies a template edit first (Django resets
+    its cached loaders), then the open pages are told, so their reload renders the new file."""
     from gevent import os as gos
 
     gos.make_nonblocking(fd)
@@ -192,8 +194,12 @@ def read_commands(fd: int, hub: LiveHub | None, pending: bytes = b"") -> None:
         for line in lines:
             with contextlib.suppress(ValueError, AttributeError):
                 msg = json.loads(line)
-                if hub is not None and msg.get("live") in ("reload", "css"):
-                    hub.send(msg["live"], [str(p) for p in msg.get("paths", [])])
+                if msg.get("live") in ("reload", "css"):
+                    paths = [str(p) for p in msg.get("paths", [])]
+                    if adapter is not None and msg["live"] == "reload":
+                        adapter.templates_changed([os.path.join(root, p) for p in paths])
+                    if hub is not None:
+                        hub.send(msg["live"], paths)
         try:
             chunk = gos.nb_read(fd, 65536)
         except OSError:
@@ -227,12 +233,14 @@ def run(spec: dict[str, Any]) -> int:
     report_writes(root, spec.get("watch_roots", []),
                   lambda paths: [reporter.send("writes", paths=[path]) for path in paths])
     failed = None
+    adapter: Adapter | None = None
     try:
         app = load_app(import_spec, root)
+        adapter = adapter_for(app)
         if debug["enabled"]:
-            enable_framework_debug(app)
-        if spec.get("live"):  # a template edit must show on the refreshed page
-            enable_template_reload(app)
+            adapter.enable_debug()
+        adapter.enable_template_reload()  # an edited template is never served stale
+        app = adapter.wrap(app)  # what the framework's own dev server adds: static files
     except (Exception, SystemExit) as exc:  # anything the user's code raises, sys.exit too
         if isinstance(exc, AppLoadError):  # our own diagnosis: devrun's frames would be noise
             summary = text = str(exc)
@@ -251,7 +259,8 @@ def run(spec: dict[str, Any]) -> int:
         hub = LiveHub(f"{spec['runner_pid']}.{spec['number']}", reporter.send)
         app = LiveReload(app, hub, live_trust)
     if spec.get("control_fd") is not None:
-        gevent.spawn(read_commands, spec["control_fd"], hub, spec.get("control_pending", "").encode("latin-1"))
+        gevent.spawn(read_commands, spec["control_fd"], hub, adapter, root,
+                     spec.get("control_pending", "").encode("latin-1"))
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
@@ -267,7 +276,9 @@ def run(spec: dict[str, Any]) -> int:
     if failed:
         reporter.send("failed", summary=failed[0], traceback=failed[1], ms=ms)
     else:
-        reporter.send("ready", ms=ms)
+        assert adapter is not None
+        # The runner restarts the app for a template edit the framework cannot apply in place.
+        reporter.send("ready", ms=ms, framework=adapter.describe(), templates=adapter.refreshes_templates)
     if spec.get("report_modules"):
         gevent.spawn(report_modules, reporter, [root, *spec.get("watch_roots", [])])
 
