@@ -283,3 +283,38 @@ def test_other_responses_reach_the_browser_byte_for_byte(
         return btoa(String.fromCharCode(...bytes));
     }""", path)
     assert base64.b64decode(got) == expected
+
+
+def test_a_django_page_follows_a_template_edit_and_swaps_an_edited_stylesheet(
+        tmp_path: Path, devrun: Callable[..., Devrun], watched: Callable[[], Watched]) -> None:
+    from tests.projects import django_project
+
+    site = django_project(tmp_path)
+    port = free_port()
+    write(site / "devrun.yaml", f"""
+        apps:
+          mysite:
+            app: "mysite.wsgi:application"
+            port: {port}
+            env: {{DJANGO_SETTINGS_MODULE: mysite.settings}}
+            debug: {{enabled: true}}
+    """)
+    d = devrun("up", "--no-dashboard", cwd=site)
+    d.wait_line(lambda ln: " ready http" in ln, 60)
+    w = watched()
+    open_connected(w, f"http://127.0.0.1:{port}/polls/")
+    assert w.page.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(0, 128, 0)"
+    starts = sum("starting (pid" in ln for ln in d.lines)
+
+    template = site / "polls" / "templates" / "polls" / "index.html"
+    template.write_text(template.read_text().replace("tpl-one", "tpl-two"))
+    w.wait_text("tpl-two")  # the page reloaded by itself, onto the new template (Django's cache reset)
+    w.wait_listening()
+
+    w.page.evaluate("window.kept = 7")
+    navigations = len(w.navigations)
+    write(site / "polls" / "static" / "polls" / "style.css", "h1 { color: rgb(0, 0, 255); }\n")
+    w.page.wait_for_function("getComputedStyle(document.querySelector('h1')).color === 'rgb(0, 0, 255)'")
+    assert w.page.evaluate("window.kept") == 7 and len(w.navigations) == navigations  # swapped in place
+    assert sum("starting (pid" in ln for ln in d.lines) == starts  # neither edit restarted Django
+    assert w.errors() == []
