@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -104,7 +105,54 @@ def load_app(spec: ImportSpec, root: str) -> Callable[..., Any]:
         obj = obj(*spec.args, **spec.kwargs)
     if not callable(obj):
         raise AppLoadError(f"{spec} is a {type(obj).__name__}, not a WSGI callable")
+    if (what := asgi_kind(obj)) is not None:
+        # Served as WSGI, an ASGI app returns a coroutine: a 500 and a traceback per request.
+        instead = _django_wsgi(spec, module) if what == DJANGO_ASGI else None
+        raise AppLoadError(f"{spec} is an ASGI app ({what}); devrun serves WSGI apps: "
+                           + (f"point `app:` at {instead}" if instead else
+                              "point `app:` at a WSGI app, or run it with an ASGI server such as uvicorn"))
     return obj
+
+
+DJANGO_ASGI = "Django's ASGIHandler"
+# Frameworks whose app objects are ASGI apps, by the top-level package their classes live in.
+_ASGI_FRAMEWORKS = {"starlette": "Starlette", "fastapi": "FastAPI", "quart": "Quart", "litestar": "Litestar",
+                    "channels": "Channels", "sanic": "Sanic", "blacksheep": "BlackSheep"}
+
+
+def asgi_kind(obj: Any) -> str | None:
+    """What says obj is an ASGI app, or None. Never calls it: an ASGI app called as WSGI would
+    only return a coroutine, and a WSGI app must not be called outside a request."""
+    for cls in type(obj).__mro__:  # a subclass of FastAPI is still a FastAPI app
+        module = cls.__module__ or ""
+        if module == "django.core.handlers.asgi" or (cls.__name__ == "ASGIHandler" and module.startswith("django.")):
+            return DJANGO_ASGI
+        if module.startswith("falcon.asgi"):
+            return "a Falcon ASGI app"
+        if (name := _ASGI_FRAMEWORKS.get(module.partition(".")[0])) is not None:
+            return f"a {name} app"
+    if inspect.iscoroutinefunction(obj):
+        return "an async function"
+    # A class is called to make an instance (a WSGI app may be a class): only instances count.
+    if not isinstance(obj, type) and inspect.iscoroutinefunction(type(obj).__call__):
+        return f"{type(obj).__name__} has an async __call__"
+    return None
+
+
+def _django_wsgi(spec: ImportSpec, module: Any) -> str | None:
+    """The project's WSGI application: the one its settings name (as runserver finds it), else
+    the wsgi.py beside this asgi.py (startproject writes both)."""
+    with contextlib.suppress(Exception):  # settings not configured, a module that is not there
+        from django.conf import settings
+
+        where, _, attr = (settings.WSGI_APPLICATION or "").rpartition(".")
+        if where and importlib.util.find_spec(where) is not None:
+            return f"{where}:{attr}"
+    here = os.path.dirname(getattr(module, "__file__", None) or "")
+    if here and os.path.exists(os.path.join(here, "wsgi.py")):
+        package = spec.module if hasattr(module, "__path__") else spec.module.rpartition(".")[0]
+        return f"{package + '.' if package else ''}wsgi:application"
+    return None
 
 
 def _inside(module: Any, root: str) -> bool:
