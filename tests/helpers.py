@@ -117,8 +117,11 @@ class Devrun:
         return "\n".join(self.lines)
 
     def wait_line(self, pred: Callable[[str], bool], timeout: float = 30, start: int = 0) -> str:
-        return wait_for(lambda: next((ln for ln in self.lines[start:] if pred(ln)), None), timeout,
-                        f"a matching output line; output so far:\n{self.output}")
+        try:
+            return wait_for(lambda: next((ln for ln in self.lines[start:] if pred(ln)), None), timeout,
+                            "a matching output line")
+        except AssertionError as exc:  # the output as it is at the timeout, not as it was at the call
+            raise AssertionError(f"{exc}; output so far:\n{self.output}") from None
 
     def children(self) -> list[int]:
         assert self.proc
