@@ -17,6 +17,12 @@ DJANGO_INDEX = """
     <body><h1 id="title">{{ title }}</h1><p id="tpl">tpl-one</p></body></html>
 """
 
+DJANGO_STYLE = "h1 { color: rgb(0, 128, 0); }\n"
+
+# Where django_project puts them, relative to the folder holding manage.py.
+DJANGO_TEMPLATE = "polls/templates/polls/index.html"
+DJANGO_STYLESHEET = "polls/static/polls/style.css"
+
 DJANGO_VIEWS = """
     from django.shortcuts import render
 
@@ -30,15 +36,22 @@ DJANGO_VIEWS = """
 """
 
 
-def django_project(root: Path) -> Path:
-    """`django-admin startproject mysite` + `manage.py startapp polls`, then the tutorial's first
-    steps: a view rendering an app template with an app stylesheet, wired into the URLconf. Returns
-    the folder holding manage.py."""
+def startproject(root: Path, app: str | None = "polls") -> Path:
+    """What Django's tutorial starts with: `django-admin startproject mysite` in root, then
+    `python manage.py startapp APP` unless app is None. Returns the folder holding manage.py."""
     root.mkdir(parents=True, exist_ok=True)
     admin = Path(sys.executable).with_name("django-admin")
     subprocess.run([str(admin), "startproject", "mysite"], cwd=root, check=True, timeout=60)
     site = root / "mysite"
-    subprocess.run([sys.executable, "manage.py", "startapp", "polls"], cwd=site, check=True, timeout=60)
+    if app is not None:
+        subprocess.run([sys.executable, "manage.py", "startapp", app], cwd=site, check=True, timeout=60)
+    return site
+
+
+def django_project(root: Path) -> Path:
+    """`startproject(root)`, then the tutorial's first steps: a view rendering an app template with
+    an app stylesheet, wired into the URLconf. Returns the folder holding manage.py."""
+    site = startproject(root)
     write(site / "polls" / "views.py", DJANGO_VIEWS)
     write(site / "polls" / "urls.py", """
         from django.urls import path
@@ -50,8 +63,8 @@ def django_project(root: Path) -> Path:
             path("boom/", views.boom, name="boom"),
         ]
     """)
-    write(site / "polls" / "templates" / "polls" / "index.html", DJANGO_INDEX)
-    write(site / "polls" / "static" / "polls" / "style.css", "h1 { color: rgb(0, 128, 0); }\n")
+    write(site / DJANGO_TEMPLATE, DJANGO_INDEX)
+    write(site / DJANGO_STYLESHEET, DJANGO_STYLE)
     admin_route = "path('admin/', admin.site.urls),"
     edit(site / "mysite" / "urls.py", ("from django.urls import path", "from django.urls import include, path"),
          (admin_route, "path('polls/', include('polls.urls')),\n    " + admin_route))

@@ -4,7 +4,6 @@ instead, rather than answering every request with a 500 and a traceback."""
 from __future__ import annotations
 
 import itertools
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from devrun.importspec import parse_import_string
 from devrun.worker.loading import AppLoadError, load_app
 from tests.helpers import Devrun, free_port, get, wait_for, write
+from tests.projects import startproject
 
 _names = itertools.count()
 
@@ -116,9 +116,7 @@ def test_wsgi_apps_still_load(module: Callable[[str], str], tmp_path: Path) -> N
 
 def test_djangos_asgi_module_fails_at_load_naming_its_wsgi_module(
         tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    django_admin = Path(sys.executable).with_name("django-admin")
-    subprocess.run([str(django_admin), "startproject", "mysite"], cwd=tmp_path, check=True, timeout=60)
-    site = tmp_path / "mysite"
+    site = startproject(tmp_path, app=None)  # startproject alone writes asgi.py
     port = free_port()
     write(site / "devrun.yaml", f"""
         apps:

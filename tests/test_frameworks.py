@@ -32,7 +32,10 @@ from devrun.worker.frameworks import (
     adapter_for,
 )
 from devrun.worker.loading import load_app
+from tests import projects
 from tests.helpers import write
+from tests.projects import DJANGO_STYLESHEET as STYLE
+from tests.projects import DJANGO_TEMPLATE as TEMPLATE
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -122,65 +125,10 @@ DJANGO_STEPS = """
                       "refreshes": adapter.refreshes_templates, "results": results}))
 """
 
-POLLS_INDEX = """\
-{% load static %}
-<link rel="stylesheet" href="{% static 'polls/style.css' %}">
-<p>{{ greeting }} VERSION</p>
-"""
-TEMPLATE = "polls/templates/polls/index.html"
-STYLE = "polls/static/polls/style.css"
-
-
-def run(args: list[str], cwd: Path) -> None:
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def django_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tutorial's mysite + polls (parts 1, 3 and 6), pristine: tests work on copies."""
-    root = tmp_path_factory.mktemp("django") / "mysite"
-    root.mkdir()
-    admin = Path(PY).with_name("django-admin")  # the venv's; `python -m django` is the same command
-    run([*([str(admin)] if admin.exists() else [PY, "-m", "django"]), "startproject", "mysite", "."], cwd=root)
-    run([PY, "manage.py", "startapp", "polls"], cwd=root)
-    write(root / TEMPLATE, POLLS_INDEX.replace("VERSION", "v1"))
-    write(root / STYLE, "li a { color: green; }\n")
-    write(root / "polls/views.py", """\
-        from django.shortcuts import render
-
-
-        def index(request):
-            return render(request, "polls/index.html", {"greeting": "Hello"})
-
-
-        def boom(request):
-            raise ValueError("kaboom from polls")
-    """)
-    write(root / "polls/urls.py", """\
-        from django.urls import path
-
-        from . import views
-
-        urlpatterns = [
-            path("", views.index, name="index"),
-            path("boom/", views.boom, name="boom"),
-        ]
-    """)
-    write(root / "mysite/urls.py", """\
-        from django.contrib import admin
-        from django.urls import include, path
-
-        urlpatterns = [
-            path("polls/", include("polls.urls")),
-            path("admin/", admin.site.urls),
-        ]
-    """)
-    settings = root / "mysite/settings.py"
-    text, n = re.subn(r"INSTALLED_APPS = \[\n", 'INSTALLED_APPS = [\n    "polls.apps.PollsConfig",\n',
-                      settings.read_text())
-    assert n == 1, "startproject's settings.py has no INSTALLED_APPS list"
-    settings.write_text(text)
-    return root
+    """tests.projects' tutorial mysite + polls, made once and kept pristine: tests work on copies."""
+    return projects.django_project(tmp_path_factory.mktemp("django"))
 
 
 def django_run(project: Path, steps: list[list[Any]]) -> dict[str, Any]:
@@ -207,13 +155,15 @@ def test_django_debug_serves_static_files_and_fresh_templates(django_project: Pa
     import django
 
     admin_css = Path(django.__file__).parent / "contrib/admin/static/admin/css/base.css"
+    edited_style = "h1 { color: rgb(200, 0, 0); }\n"
+    edited_template = (django_project / TEMPLATE).read_text().replace("tpl-one", "tpl-two")
     out = django_run(django_copy(django_project, tmp_path), [
         ["get", "/polls/"],
         ["get", "/static/polls/style.css"],
         ["get", "/static/admin/css/base.css"],
-        ["edit", STYLE, "li a { color: red; }\n"],
+        ["edit", STYLE, edited_style],
         ["get", "/static/polls/style.css"],
-        ["edit", TEMPLATE, POLLS_INDEX.replace("VERSION", "v2")],
+        ["edit", TEMPLATE, edited_template],
         ["get", "/polls/"],
         ["changed", TEMPLATE],
         ["get", "/polls/"],
@@ -223,17 +173,17 @@ def test_django_debug_serves_static_files_and_fresh_templates(django_project: Pa
     assert out["name"] == "django"
     assert out["refreshes"] is True
     assert re.fullmatch(r"Django \d+\.\d+\S* \(static files: on\)", out["describe"]), out["describe"]
-    assert page[0] == 200 and "Hello v1" in page[1]
+    assert page[0] == 200 and "tpl-one" in page[1] and "view-one" in page[1]
     assert 'href="/static/polls/style.css"' in page[1]
-    assert css == [200, "li a { color: green; }\n"]
+    assert css == [200, projects.DJANGO_STYLE]
     assert admin == [200, admin_css.read_text()]
-    assert css_edited == [200, "li a { color: red; }\n"]  # from disk on every request
+    assert css_edited == [200, edited_style]  # from disk on every request
     # Django caches templates in DEBUG too: the edit shows only once its own hook has run.
-    assert stale[0] == 200 and "Hello v1" in stale[1]
-    assert fresh[0] == 200 and "Hello v2" in fresh[1]
+    assert stale[0] == 200 and "tpl-one" in stale[1]
+    assert fresh[0] == 200 and "tpl-two" in fresh[1] and "view-one" in fresh[1]
     # Django's debug page answers, before any WSGI middleware could see the exception.
     assert boom[0] == 500
-    assert "kaboom from polls" in boom[1] and "<code>DEBUG = True</code>" in boom[1]
+    assert "kaboom-django" in boom[1] and "<code>DEBUG = True</code>" in boom[1]
 
 
 def test_django_without_debug_serves_no_static_files(django_project: Path, tmp_path: Path) -> None:
@@ -241,15 +191,14 @@ def test_django_without_debug_serves_no_static_files(django_project: Path, tmp_p
     out = django_run(project, [["get", "/polls/"], ["get", "/static/polls/style.css"],
                                ["get", "/static/admin/css/base.css"]])
     page, css, admin = out["results"]
-    assert page[0] == 200 and "Hello v1" in page[1]  # the app itself is served
+    assert page[0] == 200 and "tpl-one" in page[1]  # the app itself is served
     assert css[0] == 404 and admin[0] == 404  # runserver's rule: static files only with DEBUG
     assert out["describe"].endswith("(static files: off, DEBUG is False)"), out["describe"]
 
 
 def test_django_without_staticfiles_app_serves_no_static_files(django_project: Path, tmp_path: Path) -> None:
     project = django_copy(django_project, tmp_path)
-    settings = project / "mysite/settings.py"
-    settings.write_text(settings.read_text().replace("'django.contrib.staticfiles',", ""))
+    projects.edit(project / "mysite/settings.py", ("'django.contrib.staticfiles',", ""))
     out = django_run(project, [["get", "/static/polls/style.css"]])
     assert out["results"][0][0] == 404
     assert out["describe"].endswith("(static files: off, django.contrib.staticfiles not installed)"), out

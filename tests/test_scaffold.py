@@ -13,22 +13,12 @@ import yaml
 
 from devrun.scaffold import detect
 from tests.helpers import Devrun, get, write
+from tests.projects import startproject
 
 
 def run_devrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "devrun", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60)
-
-
-def startproject(root: Path) -> Path:
-    """What Django's tutorial starts with: `django-admin startproject mysite`, then
-    `python manage.py startapp polls`. Returns the folder holding manage.py."""
-    root.mkdir(parents=True, exist_ok=True)
-    django_admin = Path(sys.executable).with_name("django-admin")
-    subprocess.run([str(django_admin), "startproject", "mysite"], cwd=root, check=True, timeout=60)
-    site = root / "mysite"
-    subprocess.run([sys.executable, "manage.py", "startapp", "polls"], cwd=site, check=True, timeout=60)
-    return site
 
 
 @pytest.fixture(scope="module")
