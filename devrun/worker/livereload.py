@@ -248,6 +248,10 @@ class LiveReload:
         first: list[bytes] = []
         if "status" not in captured:  # start_response may come with the first chunk
             first = [next(chunks, b"")]
+        if "status" not in captured:
+            # No response at all: the app took the connection over (a WebSocket) and answered on
+            # its own. Nothing to inject into, nothing to start.
+            return _chain(first, chunks, result)
         status, headers = captured["status"], captured["headers"]
         ctype = (_header(headers, "content-type") or "").lower()
         length = _header(headers, "content-length")

@@ -21,7 +21,7 @@ import gevent
 from gevent import monkey
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 
 from devrun.importspec import parse_import_string
 from devrun.loopback import Trust, is_loopback_address
@@ -31,6 +31,7 @@ from devrun.worker.frameworks import Adapter, adapter_for
 from devrun.worker.livereload import PREFIX, SOCKET_KEY, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
+from devrun.worker.takeover import TakeoverHandler
 from devrun.worker.writes import report_writes
 
 SPEC_ENV = "DEVRUN_WORKER"
@@ -60,8 +61,9 @@ def die_with_runner(parent: int, lifeline_fd: int | None) -> None:
     start_thread(watch, ())
 
 
-class ReportingHandler(WSGIHandler):
-    """pywsgi's handler plus request reporting and a prompt, polite stop of keep-alives."""
+class ReportingHandler(TakeoverHandler):
+    """pywsgi's handler plus request reporting and a prompt, polite stop of keep-alives (and,
+    from TakeoverHandler, the connections an app takes over: WebSockets)."""
 
     reporter: Reporter
     stopping = False
@@ -103,7 +105,8 @@ class ReportingHandler(WSGIHandler):
     def log_request(self) -> None:
         if (self.path or "").startswith(PREFIX):  # live reload's own traffic is not the app's
             return
-        status = (getattr(self, "_orig_status", None) or self.status or "000")
+        # pywsgi has no status for a response the app wrote itself: what the client got is the app's.
+        status = self.own_status() or getattr(self, "_orig_status", None) or self.status or "000"
         if isinstance(status, bytes):
             status = status.decode("latin-1")
         ms = max(self.time_finish - self.time_start, 0.0) * 1000 if self.time_finish else 0.0
@@ -292,7 +295,17 @@ def run(spec: dict[str, Any]) -> int:
             hub.close()  # open pages reconnect to the next generation instead of holding us up
         close_idle(live)
         gevent.spawn_later(FIRST_REQUEST_GRACE, close_idle, live, True)
-        server.stop(timeout=spec["graceful_timeout"])
+        # A WebSocket never ends by itself: its client is asked to close now, so it reconnects to
+        # the next generation at once (a second pass for one upgraded while this stop began).
+        grace = spec["graceful_timeout"]
+        for handler in list(live):
+            handler.go_away()
+        gevent.spawn_later(FIRST_REQUEST_GRACE, lambda: [h.go_away() for h in list(live)])
+        # Whatever the app still holds (a client that never answered the Close) is shut before the
+        # timeout, so its handler and its library's reader end, and this generation exits, by then.
+        cut_at = max(grace - TakeoverHandler.CUT_AHEAD, grace / 2)
+        gevent.spawn_later(cut_at, lambda: [h.cut() for h in list(live) if h.taken is not None])
+        server.stop(timeout=grace)
         done.set()
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
