@@ -5,6 +5,11 @@ server that has gevent patched and the app's third-party modules imported. It le
 preload from what each generation imported outside the project, starts a better-preloaded
 server in the background when that grows, restarts the server when a preloaded file or the
 installed packages change, and falls back to spawn (saying so) whenever no server is ready.
+
+The main thread never waits long on a server: it waits for a fork's answer FORK_WAIT at most,
+and never again on a server that missed that; such a server's late answer is picked up on a
+later tick, and one that has not answered in FORK_TIMEOUT is replaced. A hung server costs its
+own app spawns, never another app's reload or the runner's loop more than FORK_WAIT, once.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from devrun import process, statefiles
@@ -28,6 +35,11 @@ from devrun.process import ForkedChild, Generation, Post
 
 Notice = Callable[[str, str], None]  # (text, level)
 
+# A fork answers in 5 to 20 ms here (Falcon, Django). The main thread waits this long at most for
+# one, and never again on a server that missed it once.
+FORK_WAIT = 0.25
+# A server that has not answered a fork by then is hung (a library's at-fork hook, a deadlock):
+# replaced in the background, its app spawning meanwhile.
 FORK_TIMEOUT = 5.0
 MAX_TAINTS = 8
 
@@ -40,6 +52,23 @@ class Stale(Exception):
     """A preloaded file or the installed packages changed: the server must be replaced."""
 
 
+@dataclass
+class Asked:
+    """A fork asked of a server and not answered yet: the runner's ends of the new generation's
+    pipes, kept until the answer comes (or never does)."""
+
+    event_r: int
+    out_r: int
+    control_w: int
+    at: float
+
+    def release(self) -> None:
+        """Close our ends: a spare forked anyway finds its control pipe closed and exits."""
+        for fd in (self.event_r, self.out_r, self.control_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class ForkServer:
     """One fork server process and the socket to it."""
 
@@ -48,6 +77,11 @@ class ForkServer:
         self.preload = preload
         self.state = "starting"  # starting | ready | tainted | gone
         self.taint: tuple[str, str] | None = None
+        # What it has imported once ready: what it was asked to preload, what that pulled in, and
+        # its own modules, which its generations report among their imports too.
+        self.loaded: set[str] = set()
+        self.asked: Asked | None = None  # one fork at a time: the protocol is a sequence
+        self.slow = False  # missed FORK_WAIT once: a reload never waits for it again
         self.sock, theirs = socket.socketpair()
         self.buffer = b""
         try:
@@ -55,7 +89,7 @@ class ForkServer:
                 [sys.executable, "-m", "devrun.worker", "--forkserver"],
                 cwd=app.root,
                 env={**process.child_environment(app, env), "DEVRUN_FORKSERVER": str(theirs.fileno()),
-                     "DEVRUN_LIFELINE_FD": str(process.lifeline_fd())},
+                     "DEVRUN_LIFELINE_FD": str(process.lifeline_fd()), "DEVRUN_RUNNER_PID": str(os.getpid())},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
                 stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
@@ -93,13 +127,14 @@ class ForkServer:
             self.state = "gone"
             raise ForkServerGone(str(exc)) from None
 
-    def _reply(self, timeout: float | None) -> dict[str, object] | None:
+    def _reply(self, timeout: float) -> dict[str, object] | None:
         """The next JSON line from the server; None if none arrived within timeout."""
+        deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
             # poll, not select: select() cannot take an fd above FD_SETSIZE (1024).
             poller = select.poll()
             poller.register(self.sock, select.POLLIN)
-            if not poller.poll(None if timeout is None else int(timeout * 1000)):
+            if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
                 return None
             try:
                 chunk = self.sock.recv(65536)
@@ -125,20 +160,22 @@ class ForkServer:
                     self.taint = (str(reply["tainted"]), str(reply["module"]))
                     self.state = "tainted"
                 else:
+                    modules = reply.get("modules")
+                    self.loaded = {str(m) for m in modules} if isinstance(modules, list) else set()
                     self.state = "ready"
         if self.state == "ready" and self.proc.poll() is not None:
             self.state = "gone"
         return self.state
 
-    def fork(self, number: int, listener: socket.socket, post: Post, spare: bool = False,
-             pin_failures: int = 0) -> Generation:
-        """A new generation; a spare one waits for its spec (see ForkLauncher.refill)."""
+    def ask(self, listener: socket.socket) -> None:
+        """Ask for a fork (a spare: it waits for its spec, see ForkLauncher.spawn); the answer
+        is picked up by answer(). Sending never waits: one small request at a time."""
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
         control_r, control_w = process.control_pipe()
         try:
-            spec = {**process.generation_spec(self.app, number, listener, pin_failures), "report_modules": True,
-                    "spare": spare}
+            # What the server reads of it is the fds' numbers; the spare's real spec comes later.
+            spec = {**process.generation_spec(self.app, 0, listener), "report_modules": True}
             self._send({"fork": spec}, [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
             for fd in (event_r, out_r, control_w):
@@ -148,20 +185,28 @@ class ForkServer:
             os.close(event_w)
             os.close(out_w)
             os.close(control_r)
+        self.asked = Asked(event_r, out_r, control_w, time.monotonic())
+
+    def answer(self, post: Post, timeout: float = 0.0) -> Generation | None:
+        """The spare asked for, once the server has answered (None while it has not)."""
+        asked = self.asked
+        assert asked is not None
         try:
-            reply = self._reply(FORK_TIMEOUT)
+            reply = self._reply(timeout)
         except (ForkServerGone, ValueError):
-            reply = None
-        if reply is None or "pid" not in reply:
-            for fd in (event_r, out_r, control_w):
-                os.close(fd)
-            if reply is not None and "stale" in reply:
-                self.state = "gone"
-                raise Stale(str(reply["stale"]))
+            reply = {}
+        if reply is None:
+            return None
+        self.asked = None
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            asked.release()
             self.state = "gone"
-            raise ForkServerGone("no answer from the fork server")
-        child = ForkedChild(int(reply["pid"]), out_r)  # type: ignore[arg-type]
-        return process.watch(Generation(self.app.name, number, child, control=control_w), event_r, post)
+            if "stale" in reply:
+                raise Stale(str(reply["stale"]))
+            raise ForkServerGone(str(reply.get("failed") or "it exited"))
+        child = ForkedChild(pid, asked.out_r)
+        return process.watch(Generation(self.app.name, 0, child, control=asked.control_w), asked.event_r, post)
 
     def close(self) -> None:
         """Retire it. Its generations live on (each has left the server's session before its
@@ -171,6 +216,9 @@ class ForkServer:
         self.state = "gone"
         with contextlib.suppress(OSError):
             self.sock.close()
+        if self.asked is not None:
+            self.asked.release()
+            self.asked = None
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -215,21 +263,50 @@ class ForkLauncher:
         server = self.server
         if self.post is None or server is None or server.poll() != "ready":
             return
+        self._fork(server, self.post, spawning=False)
+
+    def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
+        """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
+        answer, until FORK_WAIT after the ask at most, and not at all on a server that missed
+        that once. Main thread only, so every app waits meanwhile: about 10 ms. A late answer is
+        picked up by a later call (refill runs on every tick while the app is idle). A server
+        that failed, or has not answered in FORK_TIMEOUT, is replaced (spawning: the generation
+        being started is spawned instead, which is said)."""
         try:
-            self.spare = server.fork(0, self.listener, self.post, spare=True)
+            if server.asked is None:
+                try:
+                    server.ask(self.listener)
+                except OSError:  # out of fds for the pipes: no spare now, the next call tries again
+                    return
+            asked = server.asked
+            assert asked is not None
+            wait = 0.0 if server.slow else max(0.0, FORK_WAIT - (time.monotonic() - asked.at))
+            spare = server.answer(post, wait)
         except Stale as exc:
             self.notice(f"fork server: {exc} changed; restarting it", "info")
             self._replace(server.preload)
+            return
         except ForkServerGone as exc:
-            self._died(str(exc), spawning=False)
+            self._died(str(exc), spawning)
+            return
+        if spare is not None:
+            self.spare = spare
+        elif time.monotonic() - asked.at > FORK_TIMEOUT:
+            self._died(f"no answer to a fork in {FORK_TIMEOUT:g} s", spawning, "hung")
+        elif not server.slow:
+            server.slow = True
+            self.notice(f"fork server: no answer to a fork in {FORK_WAIT * 1000:.0f} ms; generations are "
+                        f"spawned until it answers (it is replaced if it has not in {FORK_TIMEOUT:g} s)",
+                        "warning")
 
-    def _adopt_spare(self, server: ForkServer, number: int, listener: socket.socket,
+    def _adopt_spare(self, server: ForkServer, post: Post, number: int, listener: socket.socket,
                      pin_failures: int = 0) -> Generation | None:
+        if self.spare is not None and self.spare.exited:
+            self.spare = None
+        if self.spare is None:  # a reload right after the last one, or the server missed FORK_WAIT
+            self._fork(server, post, spawning=True)
         spare, self.spare = self.spare, None
         if spare is None:
-            return None
-        if spare.exited or server is not self.server:
-            self._drop(spare)
             return None
         # It checks for stale preloads itself (see stale()): no round trip to the server here.
         spec = {**process.generation_spec(self.app, number, listener, pin_failures), "report_modules": True}
@@ -266,16 +343,13 @@ class ForkLauncher:
                 self.notice(f"fork server: preloading {culprit} {why}; "
                             f"{culprit} will be imported by each generation instead", "warning")
                 self.deny.add(culprit)
-                self._replace([m for m in server.preload if m != culprit])
+                kept = [m for m in server.preload if m != culprit]
+                self._store(kept)
+                self._replace(kept)
             elif state == "ready":
-                try:
-                    return (self._adopt_spare(server, number, listener, pin_failures)
-                            or server.fork(number, listener, post, pin_failures=pin_failures))
-                except Stale as exc:
-                    self.notice(f"fork server: {exc} changed; restarting it", "info")
-                    self._replace(server.preload)
-                except ForkServerGone as exc:
-                    self._died(str(exc))
+                gen = self._adopt_spare(server, post, number, listener, pin_failures)
+                if gen is not None:
+                    return gen
             elif state == "gone":
                 self._died("it exited")
         return process.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
@@ -297,7 +371,10 @@ class ForkLauncher:
             return
         learned, self.learning = [m for m in dict.fromkeys(self.learning) if m not in self.deny], []
         current = self.next or self.server
-        if current is not None and set(learned) <= set(current.preload):
+        # Against what the server has, not only what it was asked for: a forked generation
+        # reports the server's own modules too, and a new server for those would be a wasted
+        # preload (and the end of the spare forked meanwhile).
+        if current is not None and set(learned) <= set(current.preload) | current.loaded:
             return
         self._store(learned)
         if self.next is not None:
@@ -339,18 +416,18 @@ class ForkLauncher:
             self.notice(f"fork server cannot start ({why}); spawning meanwhile", "warning")
             return None
 
-    def _died(self, why: str, spawning: bool = True) -> None:
+    def _died(self, why: str, spawning: bool = True, what: str = "died") -> None:
         self._drop(self.spare)
         self.spare = None
         self.failures += 1
         if self.failures > MAX_TAINTS:
-            self.notice(f"fork server died ({why}) too often; using spawn from now on", "error")
+            self.notice(f"fork server {what} ({why}) too often; using spawn from now on", "error")
             if self.server is not None:
                 self.server.close()
             self.server = None
             return
         now = "this generation is spawned, and " if spawning else ""
-        self.notice(f"fork server died ({why}); {now}a new server starts", "warning")
+        self.notice(f"fork server {what} ({why}); {now}a new server starts", "warning")
         self._replace(self.server.preload if self.server else [])
 
     def _store(self, names: list[str]) -> None:

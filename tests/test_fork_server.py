@@ -213,3 +213,22 @@ def test_a_module_that_starts_an_os_thread_is_never_preloaded(tmp_path: Path, de
     assert "threadedlib" not in json.loads((tmp_path / ".devrun" / "preload-solo.json").read_text())
     for pid in forkserver_pids(d):
         assert len(os.listdir(f"/proc/{pid}/task")) == 1
+
+
+def test_a_forked_generation_does_not_make_devrun_preload_again(
+        tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
+    """A forked generation reports the fork server's own modules among its imports (the server's
+    code, ctypes): they are loaded there already, so no better-preloaded server is started for
+    them, and the spare forked meanwhile is kept (it was dropped for a new server: a flaky test)."""
+    port = setup(tmp_path)
+    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    wait_for(lambda: body(port).startswith("v1 "), 30, "the app")
+    first, text = wait_forked(tmp_path, port, 1)
+    servers = forkserver_pids(d)
+    for version in range(first + 1, first + 4):  # each forked one has reported by the next reload
+        serving = int(text.split()[-1])
+        spare = wait_for(lambda s=serving: spare_pid(d, s), 15, "a spare generation")
+        text = reload_to(tmp_path, port, version)
+        assert int(text.split()[-1]) == spare, d.output
+    assert forkserver_pids(d) == servers
+    assert "devrun.worker.forkserver" not in json.loads((tmp_path / ".devrun" / "preload-solo.json").read_text())

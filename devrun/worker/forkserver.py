@@ -4,29 +4,38 @@ pays only for the project's own imports.
 
 Protocol over a Unix socket with the runner, one JSON line each way:
   runner -> {"preload": [...], "project_roots": [...]}
-  server -> {"ready": n, "ms": ...} or {"tainted": culprit, "module": name} (name "thread":
+  server -> {"ready": n, "ms": ..., "modules": [...]} (every module it has: a forked generation
+            reports them all among its imports, and they are preloaded already)
+            or {"tainted": culprit, "module": name} (name "thread":
             importing culprit started an OS thread, and forks of a threaded process may deadlock)
   runner -> {"fork": spec} with SCM_RIGHTS fds: the generation's event and output pipes, the
             app's listening socket (the server itself never keeps it) and the runner's
             control pipe to the generation
-  server -> {"pid": pid} or {"stale": path}
+  server -> {"pid": pid}, {"stale": path}, or {"failed": why} (it could not fork)
 
-A generation forked with "spare": true is a warm spare: set up, and waiting for its full spec on
-its control pipe before it imports anything of the project. The runner keeps one per app and
-hands it the next reload's spec, so a reload does not wait for a fork. Given its spec, a spare
-first makes the server's staleness check itself (it has the server's snapshot): if a preloaded
-file changed it reports `stale` and exits, and the runner replaces the server.
+Every generation forked here is a spare: set up, and waiting for its full spec on its control
+pipe before it imports anything of the project. The runner hands it a spec only once it has its
+pid, so one whose answer came too late (or never) imports nothing and serves nothing: it exits
+when the runner closes its control pipe. The runner keeps one per app and hands it the next
+reload's spec, so a reload does not wait for a fork. Given its spec, a spare first makes the
+server's staleness check itself (it has the server's snapshot): if a preloaded file changed it
+reports `stale` and exits, and the runner replaces the server.
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
-whose file is in the project is never imported here (it would be served stale).
+whose file is in the project is never imported here (it would be served stale). A preloaded
+module may well create a hub without running it (Falcon's `falcon.util.sync` makes a
+ThreadPoolExecutor at import, whose patched SimpleQueue asks for one): so every blocking or
+fd call here is the unpatched stdlib's, os.close included (see _close).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -37,11 +46,18 @@ from gevent import monkey
 from devrun.events import encode_wire
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
+RUNNER_ENV = "DEVRUN_RUNNER_PID"
 MAX_FDS = 8
 
 # The standard library as it was before gevent patched it: this process must never start a
 # gevent hub (a forked child would inherit a half-used event loop), so it blocks for real.
 _fork, _waitpid = monkey.get_original("os", ["fork", "waitpid"])
+# gevent (25.8.1 on) patches os.close too: where a hub exists in the thread, closing a pipe or a
+# socket is deferred to the hub's next loop iteration, which never comes here (nor in a spare
+# before it has its spec). With Falcon preloaded, the write end of the pid pipe then stayed open
+# in the server itself, so reading the pid never ended, every fork "got no answer", and the
+# fds it was handed (the app's listening socket among them) were never closed.
+_close = monkey.get_original("os", "close")
 _select = monkey.get_original("select", "select")
 _Socket = monkey.get_original("socket", "socket")
 _sleep = monkey.get_original("time", "sleep")
@@ -109,15 +125,42 @@ def changed(stamps: dict[str, int]) -> str | None:
     return None
 
 
-def set_name(name: bytes) -> None:
-    """The process's short name (`ps -o comm`, top): fork server and generations share one
-    command line, and this tells them apart. Linux only; elsewhere nothing happens."""
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+
+def prctl(option: int, arg: object) -> None:
+    """Linux only; elsewhere nothing happens."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+        ctypes.CDLL(None).prctl(option, arg, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def set_name(name: bytes) -> None:
+    """The process's short name (`ps -o comm`, top): fork server and generations share one
+    command line, and this tells them apart."""
+    prctl(PR_SET_NAME, name[:15])
+
+
+def die_with(parent: int) -> None:
+    """SIGKILL when parent goes, however it goes, and whatever this process is doing then: deep
+    in a preload that hangs, or waiting on a fork that does. The lifeline is only watched
+    between requests. Relative to the thread that forked us: the runner starts fork servers on
+    its main thread only; the fork server has one thread."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it went before the line above
+        os._exit(0)
+
+
+def middle_dies_with(server: int) -> None:
+    """In a child of the fork server: the middle process of a double fork. A generation's parent
+    is the middle, never the server, and an app's own forks have the generation as parent: both
+    are left alone."""
+    if os.getppid() == server:
+        die_with(server)
 
 
 def send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -126,6 +169,10 @@ def send(sock: socket.socket, msg: dict[str, Any]) -> None:
 
 def main() -> int:
     set_name(b"devrun-forksrv")
+    die_with(int(os.environ.pop(RUNNER_ENV)))
+    # Registered before anything is preloaded, so it runs first in every child: the middle
+    # process of a fork dies with the server even while a library's own at-fork hook hangs in it.
+    os.register_at_fork(after_in_child=functools.partial(middle_dies_with, os.getpid()))
     sock = _Socket(fileno=int(os.environ.pop(SOCK_ENV)))
     sock.setblocking(True)
     lifeline = int(os.environ["DEVRUN_LIFELINE_FD"])
@@ -148,7 +195,8 @@ def main() -> int:
     # Everything preloaded moves to the collector's permanent generation: a generation's
     # collections then never walk (and so never write to, and copy) the pages it shares with us.
     gc.freeze()
-    send(sock, {"ready": len(sys.modules), "ms": round((time.monotonic() - t0) * 1000, 1)})
+    send(sock, {"ready": len(sys.modules), "ms": round((time.monotonic() - t0) * 1000, 1),
+                "modules": sorted(sys.modules)})
 
     # Exited first-level children are reaped here; their own children (the generations) belong
     # to the runner, which is a subreaper. (gevent's signal.signal(SIGCHLD) would start a hub.)
@@ -166,12 +214,18 @@ def main() -> int:
         stale = changed(stamps)
         if stale:
             for fd in fds:
-                os.close(fd)
+                _close(fd)
             send(sock, {"stale": stale})
             return 0
-        send(sock, {"pid": spawn_generation(request["fork"], fds, sock, stamps)})
+        try:
+            pid = spawn_generation(request["fork"], fds, sock, stamps)
+        except OSError as exc:  # out of processes or fds: the runner spawns instead
+            pid, why = 0, exc.strerror or str(exc)
+        else:
+            why = "the generation's fork failed"
+        send(sock, {"pid": pid} if pid else {"failed": why})
         for fd in fds:
-            os.close(fd)
+            _close(fd)
 
 
 def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
@@ -181,26 +235,45 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, 
     sys.stdout.flush()
     sys.stderr.flush()
     read_pid, write_pid = os.pipe()
-    first = _fork()
+    try:
+        first = _fork()
+    except BaseException:
+        _close(read_pid)
+        _close(write_pid)
+        raise
     if first == 0:
         try:
-            os.close(read_pid)
+            _close(read_pid)
             middle = os.getpid()
             generation = _fork()
             if generation == 0:
                 # Its own session before anyone learns its pid: the runner kills a retired fork
                 # server's whole group, and must never take a generation along.
                 os.setsid()
-                os.write(write_pid, str(os.getpid()).encode())
-                os.close(write_pid)
+                os.write(write_pid, f"{os.getpid()}\n".encode())
+                _close(write_pid)
                 become_generation(spec, event_fd, output_fd, sock, middle, stamps)  # never returns
         finally:
             os._exit(0)
-    os.close(write_pid)
-    with os.fdopen(read_pid, "rb") as pipe:
-        pid = int(pipe.read() or b"0")
+    _close(write_pid)
+    try:
+        pid = read_pid_line(read_pid)
+    finally:
+        _close(read_pid)
     _waitpid(first, 0)  # once it has exited, the generation is the runner's child
     return pid
+
+
+def read_pid_line(fd: int) -> int:
+    """The generation's pid, up to its newline (0: the middle process exited without one). Not
+    up to EOF: whatever else came to hold the pipe's write end cannot make us wait."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return 0
+        data += chunk
+    return int(data)
 
 
 def wait_for_spec(fd: int) -> dict[str, Any]:
@@ -227,24 +300,24 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         while os.getppid() == middle and time.monotonic() < deadline:
             _sleep(0.0002)
         # A spare says so until it is handed its spec (`ps`, and the tests, tell them apart).
-        set_name(b"devrun-spare" if spec.get("spare") else b"devrun-gen")
+        set_name(b"devrun-spare")
         sock.close()
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
-        os.close(output_fd)
+        _close(output_fd)
         import gevent
 
         gevent.reinit()
         from devrun.worker.serve import run
 
-        if spec.get("spare"):  # the fds are ours, whatever numbers the runner has for them
-            spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
-                    "control_fd": spec["control_fd"]}
-            set_name(b"devrun-gen")
-            stale = changed(stamps)  # as the server checks before a fork, checked now, by us
-            if stale:
-                os.write(event_fd, encode_wire("stale", path=stale))
-                os._exit(0)
+        # The fds are ours, whatever numbers the runner has for them.
+        spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
+                "control_fd": spec["control_fd"]}
+        set_name(b"devrun-gen")
+        stale = changed(stamps)  # as the server checks before a fork, checked now, by us
+        if stale:
+            os.write(event_fd, encode_wire("stale", path=stale))
+            os._exit(0)
         spec["event_fd"] = event_fd
         code = run(spec)
     except SystemExit as exc:
