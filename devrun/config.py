@@ -39,7 +39,8 @@ class _Strict(BaseModel):
 
 
 class DebugConfig(_Strict):
-    enabled: bool = Field(False, description="Wrap the app in Werkzeug's debugger and turn on template auto-reload.")
+    enabled: bool = Field(False, description="Wrap the app in Werkzeug's debugger and turn on the framework's own "
+                          "switch that lets exceptions reach it (docs/frameworks.md).")
     evalex: bool = Field(True, description="Allow the interactive console in the traceback page.")
     pin: bool = Field(True, description="Protect the console with a PIN (false is allowed on loopback only).")
     allow_remote: bool = Field(

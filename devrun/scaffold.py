@@ -245,7 +245,7 @@ def render(found: list[Found]) -> str:
         "defaults:",
         "  reload_delay: 0.03          # seconds of quiet that end a burst of changes",
         "  debug:",
-        "    enabled: true             # Werkzeug debugger + template auto-reload (loopback only)",
+        "    enabled: true             # Werkzeug debugger + live reload (loopback only)",
         "",
         "apps:",
     ]
