@@ -79,6 +79,7 @@ from reload import (
     POLL_TIMEOUT,
     LoadClient,
     Runner,
+    add_common_arguments,
     alone,
     command,
     failure_kind,
@@ -92,17 +93,9 @@ from reload import (
 
 # The checkout's root, for the project the tests use: the benchmark measures the same project.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.projects import django_project  # noqa: E402
+from tests.projects import django_config, django_project  # noqa: E402
 
 PATH = "/polls/"
-DEVRUN_YAML = """\
-apps:
-  mysite:
-    app: "mysite.wsgi:application"
-    port: {port}
-    reload: {reload}
-    env: {{DJANGO_SETTINGS_MODULE: mysite.settings}}
-"""
 
 # name in the table and in --runners -> folder and log name
 RUNNERS = {
@@ -206,7 +199,7 @@ def make_runners(root: Path, names: list[str]) -> list[DjangoRunner]:
         site = django_project(root / key)  # one project per runner: no runner sees another's edits
         port = free_port()
         if key.startswith("devrun"):
-            (site / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port, reload=key.split("-", 1)[1]))
+            django_config(site, port, debug=False, reload=key.split("-", 1)[1])  # devrun's defaults otherwise
             argv, marks = [*tool("devrun"), "up", "-c", "devrun.yaml", "--no-dashboard"], DEVRUN_MARKS
         else:
             argv, marks = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"], RUNSERVER_MARKS
@@ -403,32 +396,9 @@ def report(runners: list[DjangoRunner], args: argparse.Namespace, started: datet
 # -- main ---------------------------------------------------------------------------------------
 
 
-def parse_runners(text: str) -> list[str]:
-    """--runners: comma-separated names from RUNNERS, run in RUNNERS' order."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RUNNERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown runner {', '.join(map(repr, unknown)) or '(none given)'}; choose from: {', '.join(RUNNERS)}")
-    return [n for n in RUNNERS if n in names]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--runners", type=parse_runners, default=list(RUNNERS), metavar="NAME,NAME",
-                        help=f"comma-separated runners to measure (default all: {', '.join(RUNNERS)})")
-    parser.add_argument("--edits", type=int, default=20, help="code edits, and template edits, per runner (default 20)")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds to wait after each edit is served, not counted (default 1.0)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds an edit may take before it counts as a timeout (default 10)")
-    parser.add_argument("--cold-timeout", type=float, default=60.0,
-                        help="seconds a runner may take to answer its first 200 (default 60)")
-    parser.add_argument("--out", type=Path, help="also append the results, under a dated heading, to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the projects and logs")
-    parser.add_argument("--no-pause-others", dest="pause_others", action="store_false",
-                        help="keep every runner running during the others' edits (by default they are "
-                             "paused with SIGSTOP, so one runner's idle CPU use does not slow another)")
+    add_common_arguments(parser, RUNNERS, "code edits, and template edits, per runner", cold_timeout=60.0)
     args = parser.parse_args(argv)
     if args.edits < 1:
         parser.error("--edits must be at least 1")

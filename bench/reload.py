@@ -73,7 +73,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -656,32 +656,47 @@ def write_out(path: Path, text: str) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def parse_runners(text: str) -> list[str]:
-    """--runners: comma-separated names from RUNNERS, run in RUNNERS' order."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RUNNERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown runner {', '.join(map(repr, unknown)) or '(none given)'}; choose from: {', '.join(RUNNERS)}")
-    return [n for n in RUNNERS if n in names]
+def runner_names(choices: Iterable[str]) -> Callable[[str], list[str]]:
+    """--runners: comma-separated names from choices, run in the order of choices."""
+    known = list(choices)
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown runner {', '.join(map(repr, unknown)) or '(none given)'}; choose from: {', '.join(known)}")
+        return [n for n in known if n in names]
+
+    return parse
+
+
+parse_runners = runner_names(RUNNERS)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, runners: Iterable[str], edits: str,
+                         cold_timeout: float) -> None:
+    """The options both reload benchmarks take (bench/django_reload.py too)."""
+    names = list(runners)
+    parser.add_argument("--runners", type=runner_names(names), default=names, metavar="NAME,NAME",
+                        help=f"comma-separated runners to measure (default all: {', '.join(names)})")
+    parser.add_argument("--edits", type=int, default=20, help=f"{edits} (default 20)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds to wait after each edit is served, not counted (default 1.0)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds an edit may take before it counts as a timeout (default 10)")
+    parser.add_argument("--cold-timeout", type=float, default=cold_timeout,
+                        help=f"seconds a runner may take to answer its first 200 (default {cold_timeout:g})")
+    parser.add_argument("--out", type=Path, help="also append the results, under a dated heading, to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the projects and logs")
+    parser.add_argument("--no-pause-others", dest="pause_others", action="store_false",
+                        help="keep every runner running during the others' edits (by default they are "
+                             "paused with SIGSTOP, so one runner's idle CPU use does not slow another)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--runners", type=parse_runners, default=list(RUNNERS), metavar="NAME,NAME",
-                        help=f"comma-separated runners to measure (default all: {', '.join(RUNNERS)})")
-    parser.add_argument("--edits", type=int, default=20, help="edits per runner (default 20)")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds to wait after each reload, not counted (default 1.0)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds an edit may take before it counts as a timeout (default 10)")
-    parser.add_argument("--cold-timeout", type=float, default=30.0,
-                        help="seconds a runner may take to answer its first 200 (default 30)")
-    parser.add_argument("--out", type=Path, help="also append the results, under a dated heading, to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder with the apps and logs")
-    parser.add_argument("--no-pause-others", dest="pause_others", action="store_false",
-                        help="keep every runner running during the others' edits (by default they are "
-                             "paused with SIGSTOP, so one runner's idle CPU use does not slow another)")
+    add_common_arguments(parser, RUNNERS, "edits per runner", cold_timeout=30.0)
     args = parser.parse_args(argv)
     if args.edits < 1:
         parser.error("--edits must be at least 1")

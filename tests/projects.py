@@ -81,3 +81,18 @@ def edit(path: Path, *changes: tuple[str, str]) -> None:
             raise AssertionError(f"{path} no longer holds {old!r}: update tests/projects.py")
         text = text.replace(old, new, 1)
     path.write_text(text)
+
+
+def django_config(site: Path, port: int, debug: bool = True, reload: str = "fork",
+                  app: str = "mysite.wsgi:application") -> Path:
+    """The devrun.yaml `devrun init` writes for the project (one app, its settings module), with
+    debug mode and the reload kind chosen."""
+    return write(site / "devrun.yaml", f"""
+        apps:
+          mysite:
+            app: "{app}"
+            port: {port}
+            reload: {reload}
+            env: {{DJANGO_SETTINGS_MODULE: mysite.settings}}
+            debug: {{enabled: {str(debug).lower()}}}
+    """)

@@ -13,7 +13,7 @@ import pytest
 from devrun.importspec import parse_import_string
 from devrun.worker.loading import AppLoadError, load_app
 from tests.helpers import Devrun, free_port, get, wait_for, write
-from tests.projects import startproject
+from tests.projects import django_config, startproject
 
 _names = itertools.count()
 
@@ -118,12 +118,7 @@ def test_djangos_asgi_module_fails_at_load_naming_its_wsgi_module(
         tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     site = startproject(tmp_path, app=None)  # startproject alone writes asgi.py
     port = free_port()
-    write(site / "devrun.yaml", f"""
-        apps:
-          web:
-            app: "mysite.asgi:application"
-            port: {port}
-    """)
+    django_config(site, port, debug=False, app="mysite.asgi:application")
     d = devrun("up", "--no-dashboard", cwd=site)
     expected = ("mysite.asgi:application is an ASGI app (Django's ASGIHandler); devrun serves WSGI apps: "
                 "point `app:` at mysite.wsgi:application")

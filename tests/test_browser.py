@@ -287,18 +287,11 @@ def test_other_responses_reach_the_browser_byte_for_byte(
 
 def test_a_django_page_follows_a_template_edit_and_swaps_an_edited_stylesheet(
         tmp_path: Path, devrun: Callable[..., Devrun], watched: Callable[[], Watched]) -> None:
-    from tests.projects import django_project
+    from tests.projects import django_config, django_project
 
     site = django_project(tmp_path)
     port = free_port()
-    write(site / "devrun.yaml", f"""
-        apps:
-          mysite:
-            app: "mysite.wsgi:application"
-            port: {port}
-            env: {{DJANGO_SETTINGS_MODULE: mysite.settings}}
-            debug: {{enabled: true}}
-    """)
+    django_config(site, port)
     d = devrun("up", "--no-dashboard", cwd=site)
     d.wait_line(lambda ln: " ready http" in ln, 60)
     w = watched()

@@ -8,21 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers import Devrun, free_port, get, wait_for, write
-from tests.projects import django_project
+from tests.projects import django_config, django_project
 
 
 def setup(tmp: Path, debug: bool = True, reload: str = "fork") -> tuple[Path, int]:
     site = django_project(tmp)
     port = free_port()
-    write(site / "devrun.yaml", f"""
-        apps:
-          mysite:
-            app: "mysite.wsgi:application"
-            port: {port}
-            reload: {reload}
-            env: {{DJANGO_SETTINGS_MODULE: mysite.settings}}
-            debug: {{enabled: {str(debug).lower()}}}
-    """)
+    django_config(site, port, debug, reload)
     return site, port
 
 
