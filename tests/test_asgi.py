@@ -122,7 +122,7 @@ def test_djangos_asgi_module_fails_at_load_naming_its_wsgi_module(
     d = devrun("up", "--no-dashboard", cwd=site)
     expected = ("mysite.asgi:application is an ASGI app (Django's ASGIHandler); devrun serves WSGI apps: "
                 "point `app:` at mysite.wsgi:application")
-    d.wait_line(lambda ln: ln.startswith("web ") and ln.endswith(f"| {expected}"), 60)
+    d.wait_line(lambda ln: ln.startswith("mysite ") and ln.endswith(f"| {expected}"), 60)
     for _ in range(2):
         status, page = get(f"http://127.0.0.1:{port}/admin/login/")
         assert status == 500 and "devrun could not load" in page and "mysite.wsgi:application" in page
