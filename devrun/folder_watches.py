@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import inspect
 import os
 import selectors
 import stat
@@ -35,8 +36,8 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from watchdog import events as watchdog_events
 from watchdog.events import (
-    EVENT_TYPE_ATTRIB,
     EVENT_TYPE_CREATED,
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MODIFIED,
@@ -47,6 +48,11 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 T = TypeVar("T")
+
+# watchdog 7 reports an attribute change (`touch`) as an event of its own; 6, the last release for
+# Python 3.10, as a modification (and has no such name).
+EVENT_TYPE_ATTRIB = getattr(watchdog_events, "EVENT_TYPE_ATTRIB", "attrib")
+_SCHEDULE_FOLLOWS = "follow_symlink" in inspect.signature(BaseObserver.schedule).parameters
 
 CREATED, MODIFIED, ATTRIB, DELETED, MOVED_FROM, MOVED_TO = (
     "created", "modified", "attrib", "deleted", "moved_from", "moved_to")
@@ -161,23 +167,24 @@ class InotifySource:
             wd, mask, cookie, length = struct.unpack_from("iIII", data, offset)
             name = data[offset + 16:offset + 16 + length].rstrip(b"\0")
             offset += 16 + length
-            event = self._c.InotifyEvent(wd, mask, cookie, name)
-            kind = self._kind(event)
+            kind = self._kind(mask)
             if kind is not None:
                 is_dir = bool(mask & self._const.IN_ISDIR)
                 yield (None if kind == _OVERFLOW else wd, kind, os.fsdecode(name), is_dir)
 
-    @staticmethod
-    def _kind(event: Any) -> str | None:
-        if event.is_queue_overflow:
+    def _kind(self, mask: int) -> str | None:
+        # From the mask's bits (inotify(7)): watchdog's InotifyEvent would do it too, but its
+        # constructor changed between watchdog 6 (the last for Python 3.10) and 7.
+        const = self._const
+        if mask & const.IN_Q_OVERFLOW:
             return _OVERFLOW
-        if event.is_ignored:  # the watch is gone: folder deleted, file system unmounted
+        if mask & const.IN_IGNORED:  # the watch is gone: folder deleted, file system unmounted
             return _LOST
-        if event.is_move_self:
+        if mask & const.IN_MOVE_SELF:
             return _MOVED_SELF
-        for test, kind in (("is_create", CREATED), ("is_delete", DELETED), ("is_moved_from", MOVED_FROM),
-                           ("is_moved_to", MOVED_TO), ("is_modify", MODIFIED), ("is_attrib", ATTRIB)):
-            if getattr(event, test):
+        for bit, kind in ((const.IN_CREATE, CREATED), (const.IN_DELETE, DELETED), (const.IN_MOVED_FROM, MOVED_FROM),
+                          (const.IN_MOVED_TO, MOVED_TO), (const.IN_MODIFY, MODIFIED), (const.IN_ATTRIB, ATTRIB)):
+            if mask & bit:
                 return kind
         return None  # IN_DELETE_SELF, IN_UNMOUNT: an IN_IGNORED follows
 
@@ -236,7 +243,9 @@ class ObserverSource:
 
     def add(self, folder: str, follow: bool) -> Hashable:
         relay = _Relay(self, folder)
-        relay.watch = self.observer.schedule(relay, folder, recursive=False, follow_symlink=follow)
+        # watchdog 6 (the last for Python 3.10) has no follow_symlink: it follows, as 7 does by default.
+        options = {"follow_symlink": follow} if _SCHEDULE_FOLLOWS else {}
+        relay.watch = self.observer.schedule(relay, folder, recursive=False, **options)
         return relay
 
     def remove(self, token: Hashable) -> None:

@@ -55,7 +55,9 @@ def parse_import_string(text: str) -> ImportSpec:
         raise ImportSpecError(f"{target!r} is not a factory call like create_app()")
     name = ast.unparse(node.func)
     if not _ATTR.match(name):
-        raise ImportSpecError(f"{name!r} is not a valid factory name")
+        # As written: ast.unparse's spelling of an expression differs between Pythons.
+        shown = ast.get_source_segment(target, node.func) or name
+        raise ImportSpecError(f"{shown!r} is not a valid factory name")
     kwargs: dict[str, Any] = {}
     for kw in node.keywords:
         if kw.arg is None:

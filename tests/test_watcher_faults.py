@@ -5,6 +5,7 @@ inotify (real limits inside a user namespace, a folder without permissions, a qu
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import json
 import os
 import queue
@@ -107,6 +108,15 @@ def make_observer(kind: str) -> object:
     if kind == "default":
         return None
     from watchdog.observers import Observer
+    from watchdog.observers.api import BaseObserver
+
+    if sys.platform.startswith("linux") and "follow_symlink" not in inspect.signature(BaseObserver.schedule).parameters:
+        # watchdog 6 (Python 3.10's) gives each watched folder an inotify instance of its own, and
+        # Linux allows 128 (why devrun has its own inotify source): its polling observer stands in,
+        # with the same observer locks this is about.
+        from watchdog.observers.polling import PollingObserver
+
+        return PollingObserver(timeout=0.2)
     return Observer()
 
 
