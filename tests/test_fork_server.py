@@ -51,7 +51,15 @@ def forkserver_pids(d: Devrun) -> list[int]:
     from tests.helpers import descendants
 
     assert d.proc is not None
-    return [p for p in descendants(d.proc.pid) if Path(f"/proc/{p}/comm").read_text().strip() == "devrun-forksrv"]
+    return [p for p in descendants(d.proc.pid) if comm(p) == "devrun-forksrv"]
+
+
+def comm(pid: int) -> str:
+    """The process's name; "" for one that exited meanwhile (a retired generation, a middle process)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def spare_pid(d: Devrun, serving: int) -> int | None:
@@ -61,7 +69,7 @@ def spare_pid(d: Devrun, serving: int) -> int | None:
 
     assert d.proc is not None
     spares = [p for p in descendants(d.proc.pid) if p != serving
-              and Path(f"/proc/{p}/comm").read_text().strip() == "devrun-spare"]
+              and comm(p) == "devrun-spare"]
     return spares[0] if len(spares) == 1 else None
 
 
@@ -170,7 +178,10 @@ def test_the_fork_server_never_holds_the_port_and_stops_with_the_runner(
     assert servers
     # One that outlived the runner would keep the port accepting connections nobody answers.
     inodes = listening_inodes(port)
-    assert inodes and not any(holds_socket(pid, inodes) for pid in servers)
+    assert inodes
+    # It holds the socket only while passing it to a fork it was asked for (the spare, forked
+    # while the app is idle): never for longer.
+    wait_for(lambda: not any(holds_socket(pid, inodes) for pid in servers), 5, "no fork server holding the port")
     assert d.interrupt() == 0
     assert not any(Path(f"/proc/{pid}").exists() and "Z" not in
                    Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1] for pid in servers)

@@ -223,9 +223,9 @@ def main() -> int:
             pid, why = 0, exc.strerror or str(exc)
         else:
             why = "the generation's fork failed"
-        send(sock, {"pid": pid} if pid else {"failed": why})
-        for fd in fds:
+        for fd in fds:  # before the answer: once the runner has it, the port is never held here
             _close(fd)
+        send(sock, {"pid": pid} if pid else {"failed": why})
 
 
 def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
