@@ -55,6 +55,7 @@ def inside(folder: Path) -> list[int]:
 
 
 def main(devrun: str) -> int:
+    devrun = str(Path(devrun).absolute())  # it runs in the project's folder, not here
     version = subprocess.run([devrun, "--version"], capture_output=True, text=True, timeout=30, check=True)
     work = Path(tempfile.mkdtemp(prefix="devrun-smoke-"))
     shutil.copy(ROOT / "devrun.yaml.example", work / "devrun.yaml")
