@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import socket
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -462,11 +464,13 @@ def test_socket_path_is_in_the_state_dir_when_short(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "run"
-    folder.mkdir(mode=0o700)
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # Short as a real /run/user/UID is, whatever the length of pytest's tmp_path (longer under xdist),
+    # so that a socket under it fits and the /tmp fallback is not taken.
+    folder = Path(tempfile.mkdtemp(prefix="xdg-"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def deep(tmp_path: Path) -> Path:

@@ -271,7 +271,8 @@ def test_unknown_app_name_still_gets_a_prefix() -> None:
 
 def test_long_lines_are_not_wrapped() -> None:
     body = "word " * 100
-    assert one_line(NAMES, events.Output("web", body)) == "web        | " + body
+    # rich before 15 drops a line's trailing spaces; what matters here is that nothing wraps.
+    assert one_line(NAMES, events.Output("web", body)).rstrip() == "web        | " + body.rstrip()
 
 
 # -- never markup ------------------------------------------------------------------------
