@@ -220,6 +220,11 @@ class _Relay(FileSystemEventHandler):
                                (self, MOVED_TO, os.fsdecode(event.dest_path), event.is_directory)]
         elif event.event_type == EVENT_TYPE_DELETED and src == self.folder:
             raws = [(self, _LOST, "", True)]
+        elif event.event_type == EVENT_TYPE_DELETED and event.is_directory:
+            # The folder's own watch reports its end (above), after its files' deletions. Each
+            # watch has its own emitter thread here, so this event from the parent's may come
+            # first, and unwatching on it would drop those deletions.
+            return
         else:
             raws = [(self, _WATCHDOG_KINDS[event.event_type], src, event.is_directory)]
         self.source.events.extend(raws)
