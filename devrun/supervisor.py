@@ -144,6 +144,8 @@ class AppSupervisor:
         if self.busy():
             if self.held_until is None:
                 self.held_until = self.clock() + GIT_LOCK_WAIT
+                self.emit(events.Notice(self.name, "git is changing the tree (.git/index.lock): "
+                                                   "reloading once it is done"))
             if self.clock() < self.held_until:
                 self.held.update(dict.fromkeys(paths))
                 return

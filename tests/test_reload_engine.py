@@ -268,8 +268,8 @@ def test_changes_during_a_git_checkout_reload_once_after_it(
     lock.write_text("")
     write(tmp_path / "other.py", "X = 1\n")
     save_version(tmp_path, 2)
-    # Still the old code while git holds its lock (no reload has started).
-    time.sleep(0.5)  # the negative case: give a wrong reload a chance to happen
+    # The changes arrived and were held: still the old code while git holds its lock.
+    d.wait_line(lambda ln: "git is changing the tree" in ln, 15)
     assert version(port) == 1 and reload_lines(d) == []
     lock.unlink()
     wait_for(lambda: version(port) == 2, 15, "the reload after the checkout")
