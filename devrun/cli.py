@@ -12,8 +12,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devrun import __version__, control
+from devrun import __version__
 from devrun.config import CONFIG_NAME, Config, ConfigError, find_config, load_config
+from devrun.control import server as control
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -83,9 +84,9 @@ def _console() -> Console:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from devrun import daemon
-    from devrun.plainlog import PlainLog
-    from devrun.runner import View, run_apps
+    from devrun.control import daemon
+    from devrun.runner.loop import View, run_apps
+    from devrun.views.plainlog import PlainLog
 
     config = _load(args.config)
     names = args.apps or list(config.apps)
@@ -98,7 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _up_detached(config, args.apps)
     view: View
     if use_dashboard(args.no_dashboard):
-        from devrun.dashboard import Dashboard
+        from devrun.views.dashboard import Dashboard
 
         view = Dashboard([(n, config.apps[n].url) for n in names])
     elif args.detached:  # requests and output are in the per-app logs: runner.log stays small
@@ -118,7 +119,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _up_detached(config: Config, apps: list[str]) -> int:
-    from devrun import daemon
+    from devrun.control import daemon
 
     pid = daemon.running_pid(config.file)
     if pid:
@@ -162,7 +163,7 @@ def _up_detached(config: Config, apps: list[str]) -> int:
 
 def _runner(args: argparse.Namespace) -> tuple[Path, Path]:
     """(the config file, the control socket of its runner)."""
-    from devrun import daemon
+    from devrun.control import daemon
 
     file = _config_file(args.config)
     return file, daemon.socket_path(file)
@@ -218,7 +219,7 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def _ago(seconds: float | None) -> str:
-    from devrun.dashboard import ago
+    from devrun.views.dashboard import ago
 
     return "-" if seconds is None else ago(seconds)
 
@@ -243,7 +244,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
-    from devrun import daemon
+    from devrun.control import daemon
 
     file, path = _runner(args)
     try:
@@ -268,7 +269,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     import queue
 
-    from devrun import applog, daemon, statefiles
+    from devrun import statefiles
+    from devrun.control import daemon
+    from devrun.control import logfiles as applog
 
     file = _config_file(args.config)
     folder = statefiles.private_dir(daemon.state_dir(file) / daemon.LOG_DIR)  # a symlinked logs/ is refused
@@ -404,11 +407,11 @@ def _wait(done: threading.Event) -> None:
 
 
 def _attached_view(first: dict[str, object], no_dashboard: bool) -> object:
-    from devrun.plainlog import PlainLog
+    from devrun.views.plainlog import PlainLog
 
     names = [str(pair[0]) for pair in first.get("apps", [])]  # type: ignore[union-attr]
     if use_dashboard(no_dashboard):
-        from devrun.dashboard import Dashboard
+        from devrun.views.dashboard import Dashboard
 
         return Dashboard([])
     return PlainLog(names)
@@ -427,7 +430,7 @@ def use_dashboard(disabled: bool) -> bool:
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from devrun.scaffold import ensure_schema_file
+    from devrun.config.scaffold import ensure_schema_file
     from devrun.statefiles import UnsafeState
 
     config = _load(args.config)
@@ -457,7 +460,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from devrun.scaffold import detect, ensure_schema_file, render
+    from devrun.config.scaffold import detect, ensure_schema_file, render
     from devrun.statefiles import UnsafeState
 
     folder = Path.cwd()

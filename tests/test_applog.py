@@ -1,4 +1,4 @@
-"""Unit tests for devrun.applog: writing, rotation, permissions, tail and follow."""
+"""Unit tests for devrun.control.logfiles: writing, rotation, permissions, tail and follow."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devrun.applog import AppLogs, apps_with_logs, follow, log_files, tail
+from devrun.control.logfiles import AppLogs, apps_with_logs, follow, log_files, tail
 
 
 def mode(path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Unit tests for devrun.config and devrun.yamlsource: loading devrun.yaml files from tmp_path."""
+"""Unit tests for devrun.config and devrun.config.yamlsource: loading devrun.yaml files from tmp_path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from devrun import config, yamlsource
-from devrun.yamlsource import ConfigError, Problem
+from devrun import config
+from devrun.config import yamlsource
+from devrun.config.yamlsource import ConfigError, Problem
 
 # -- helpers -----------------------------------------------------------------------------
 

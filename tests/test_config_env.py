@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devrun.config import Config, build_config
-from devrun.environment import InterpolationError, interpolate
-from devrun.yamlsource import ConfigError, parse
+from devrun.config.environment import InterpolationError, interpolate
+from devrun.config.yamlsource import ConfigError, parse
 
 
 def load(tmp: Path, text: str, environ: dict[str, str] | None = None) -> Config:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from devrun import control
-from devrun.control import (
+from devrun.control import server as control
+from devrun.control.server import (
     AlreadyRunning,
     ControlError,
     ControlServer,

@@ -18,8 +18,8 @@ import pytest
 from rich.console import Console
 
 from devrun import events
-from devrun.dashboard import Dashboard
-from devrun.terminal import parse
+from devrun.views.dashboard import Dashboard
+from devrun.views.terminal import parse
 from tests.helpers import alive, descendants, free_port, get, port_open, wait_for, write
 
 NOW = 1_000_000.0

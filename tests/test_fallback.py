@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from devrun.fallback import MAX_READERS, Fallback, Pages
 from devrun.loopback import REFUSED_TEXT
+from devrun.runner.fallback import MAX_READERS, Fallback, Pages
 
 SECRET = "DATABASE_URL=postgres://admin:hunter2@db/app"
 

@@ -65,7 +65,7 @@ def test_refusals_say_whether_the_name_or_the_peer_is_wrong() -> None:
 
 
 def test_the_runner_side_imports_nothing_heavy() -> None:
-    code = ("import sys, devrun.loopback, devrun.fallback; "
+    code = ("import sys, devrun.loopback, devrun.runner.fallback; "
             "heavy = [m for m in ('gevent', 'werkzeug') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr

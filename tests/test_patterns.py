@@ -1,4 +1,4 @@
-"""Unit tests for devrun.patterns.Matcher: gitignore-style watch and ignore lists."""
+"""Unit tests for devrun.watch.patterns.Matcher: gitignore-style watch and ignore lists."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devrun.patterns import BUILTIN_IGNORES, Matcher
+from devrun.watch.patterns import BUILTIN_IGNORES, Matcher
 
 ROOT = Path("/srv/project")
 

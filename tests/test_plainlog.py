@@ -1,4 +1,4 @@
-"""Unit tests for devrun.plainlog: clean(), describe_exit() and the one-line-per-event PlainLog."""
+"""Unit tests for devrun.views.plainlog: clean(), describe_exit() and the one-line-per-event PlainLog."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from devrun import events
-from devrun.plainlog import COLORS, PlainLog, clean, describe_exit
+from devrun.views.plainlog import COLORS, PlainLog, clean, describe_exit
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import os
 import threading
 import time
 
-from devrun import process
-from devrun.process import Generation, read_lines
+from devrun.runner import generation as process
+from devrun.runner.generation import Generation, read_lines
 from tests.helpers import wait_for
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from devrun import daemon, events, remote
-from devrun.control import ControlError
-from devrun.remote import RemoteView
+from devrun import events
+from devrun.control import daemon, remote
+from devrun.control.remote import RemoteView
+from devrun.control.server import ControlError
 from tests.helpers import wait_for
 
 APPS = [("web", "http://127.0.0.1:5000/"), ("api", "http://127.0.0.1:5001/")]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devrun.scaffold import detect
+from devrun.config.scaffold import detect
 from tests.helpers import Devrun, get, write
 from tests.projects import startproject
 

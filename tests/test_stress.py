@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from devrun import control
+from devrun.control import server as control
 from tests.helpers import Devrun, descendants, free_port, get, wait_for, write
 
 APP = """

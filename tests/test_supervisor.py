@@ -11,8 +11,8 @@ import pytest
 from devrun import events
 from devrun.config import App, AppConfig
 from devrun.events import encode_wire
-from devrun.process import ChildExited, ChildMessage
-from devrun.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor, State
+from devrun.runner.generation import ChildExited, ChildMessage
+from devrun.runner.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor, State
 
 
 @dataclass(eq=False)
@@ -361,10 +361,10 @@ def test_go_is_given_after_go_wait_even_if_the_old_one_never_says_closed() -> No
 
 
 def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Path) -> None:
-    from devrun import runner as runner_module
     from devrun.config import Config
-    from devrun.process import ChildExited, ChildOutput
-    from devrun.runner import Runner
+    from devrun.runner import loop as runner_module
+    from devrun.runner.generation import ChildExited, ChildOutput
+    from devrun.runner.loop import Runner
 
     app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000}), tmp_path)
     r = Runner(Config(tmp_path / "devrun.yaml", {"web": app}), ["web"], [])

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from devrun import watcher
-from devrun.supervisor import backoff_delay
-from devrun.watcher import MAX_WAIT, Debouncer
+from devrun.runner.supervisor import backoff_delay
+from devrun.watch import watcher
+from devrun.watch.watcher import MAX_WAIT, Debouncer
 
 # -- backoff_delay -----------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devrun.patterns import Matcher
-from devrun.watcher import Watcher
+from devrun.watch.patterns import Matcher
+from devrun.watch.watcher import Watcher
 
 Batch = tuple[str, tuple[str, ...]]
 
@@ -179,7 +179,7 @@ def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches
 
 
 def test_live_reload_files_come_apart_from_code_and_share_the_ignores(tmp_path: Path) -> None:
-    from devrun.watcher import Batch as WatchBatch
+    from devrun.watch.watcher import Batch as WatchBatch
 
     (tmp_path / "templates").mkdir()
     (tmp_path / "node_modules" / "templates").mkdir(parents=True)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from devrun import patterns
-from devrun.patterns import Matcher
-from devrun.watcher import Watcher
+from devrun.watch import patterns
+from devrun.watch.patterns import Matcher
+from devrun.watch.watcher import Watcher
 
 Got = queue.Queue[tuple[str, tuple[str, ...]]]
 LINUX = sys.platform.startswith("linux")
@@ -205,7 +205,7 @@ def test_one_thread_and_one_inotify_fd_watch_every_folder(tmp_path: Path, watche
 
 LOG_DRIVER = """
 import logging, sys
-from devrun.watcher import Watcher
+from devrun.watch.watcher import Watcher
 notices = []
 w = Watcher(lambda app, batch: None, lambda app, text: notices.append(text))
 logging.getLogger("watchdog.observers.inotify").error(
@@ -399,8 +399,8 @@ def test_a_queue_overflow_rescans_instead_of_missing_a_save(tmp_path: Path, watc
 # (/proc/sys/user/max_inotify_*), so the kernel itself answers ENOSPC or EMFILE.
 DRIVER = textwrap.dedent("""
     import json, sys
-    from devrun.patterns import Matcher
-    from devrun.watcher import Watcher
+    from devrun.watch.patterns import Matcher
+    from devrun.watch.watcher import Watcher
     def out(*parts):
         print(json.dumps(parts), flush=True)
     w = Watcher(lambda app, batch: out("batch", app, list(batch.paths)), lambda app, text: out("notice", app, text))

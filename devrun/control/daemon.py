@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devrun import control, statefiles
+from devrun import statefiles
+from devrun.control import server as control
 
 STATE_DIR = statefiles.STATE_DIR
 PID_FILE = "runner.pid"

@@ -111,7 +111,7 @@ class LogView:
 
     def handle(self, event: object) -> None:
         from devrun.events import Event
-        from devrun.plainlog import describe
+        from devrun.views.plainlog import describe
 
         if not isinstance(event, Event) or not event.app:
             return

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from devrun import events
-from devrun.appstate import AppState, follow_apps
-from devrun.control import ControlError
+from devrun.control.server import ControlError
+from devrun.views.appstate import AppState, follow_apps
 
 # Events replayed to a dashboard that attaches: at most this many, and this many bytes as sent
 # (an output line may be 16 KiB), so a flood of output costs the runner a bounded amount of memory.

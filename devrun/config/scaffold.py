@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devrun import statefiles
 from devrun.config import json_schema
-from devrun.patterns import Matcher
+from devrun.watch.patterns import Matcher
 
 SCHEMA_HINT = "# yaml-language-server: $schema=.devrun/devrun.schema.json"
 MAX_DEPTH = 4

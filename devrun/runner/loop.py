@@ -19,17 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from devrun import control, daemon, events, process, sockets
-from devrun.applog import AppLogs, LogView
+from devrun import events
 from devrun.config import App, Config, ConfigError, is_loopback, load_config
-from devrun.control import ControlServer
-from devrun.fallback import Fallback
-from devrun.forking import ForkLauncher
-from devrun.patterns import Matcher
-from devrun.process import ChildExited, ChildMessage, ChildOutput
-from devrun.remote import RemoteView
-from devrun.supervisor import KILL_MARGIN, AppSupervisor
-from devrun.watcher import Batch, Watcher
+from devrun.control import daemon
+from devrun.control import server as control
+from devrun.control.logfiles import AppLogs, LogView
+from devrun.control.remote import RemoteView
+from devrun.control.server import ControlServer
+from devrun.runner import generation as process
+from devrun.runner import sockets
+from devrun.runner.fallback import Fallback
+from devrun.runner.forking import ForkLauncher
+from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput
+from devrun.runner.supervisor import KILL_MARGIN, AppSupervisor
+from devrun.watch.patterns import Matcher
+from devrun.watch.watcher import Batch, Watcher
 
 TICK = 0.1
 CONFIG_KEY = "\0devrun.yaml"  # the watcher's key for the config file: never an app's name

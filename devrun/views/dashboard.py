@@ -23,9 +23,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from devrun import events, terminal
-from devrun.appstate import AppState, follow_apps
-from devrun.plainlog import clean, describe
+from devrun import events
+from devrun.views import terminal
+from devrun.views.appstate import AppState, follow_apps
+from devrun.views.plainlog import clean, describe
 
 STATE_STYLES = {
     "starting": "cyan", "ready": "green", "reloading": "yellow", "error": "bold red",

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from watchdog.observers.api import BaseObserver
 
-from devrun.folder_watches import CHANGE_EVENTS, CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
-from devrun.patterns import Matcher
+from devrun.watch.folder_watches import CHANGE_EVENTS, CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
+from devrun.watch.patterns import Matcher
 
 __all__ = ["CHANGE_EVENTS", "MAX_WAIT", "Batch", "Debouncer", "Watcher"]
 
@@ -314,7 +314,7 @@ class _LogRelay(logging.Handler):
     the loggers of the watcher's code and of watchdog, this handler turns such records into
     devrun notices instead. While a handler is attached, the last resort is never used."""
 
-    LOGGERS = ("watchdog", "devrun.watcher", "devrun.folder_watches")
+    LOGGERS = ("watchdog", "devrun.watch.watcher", "devrun.watch.folder_watches")
 
     def __init__(self, on_notice: Callable[[str, str], None]):
         super().__init__(logging.WARNING)

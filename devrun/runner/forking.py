@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devrun import process, statefiles
+from devrun import statefiles
 from devrun.config import App
-from devrun.patterns import Matcher
-from devrun.process import ForkedChild, Generation, Post
+from devrun.runner import generation as process
+from devrun.runner.generation import ForkedChild, Generation, Post
+from devrun.watch.patterns import Matcher
 
 Notice = Callable[[str, str], None]  # (text, level)
 

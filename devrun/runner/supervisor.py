@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
-from devrun import events, process
+from devrun import events
 from devrun.config import App
-from devrun.fallback import Fallback
-from devrun.patterns import repo_top
-from devrun.process import ChildExited, ChildMessage, ChildOutput, Generation
+from devrun.runner import generation as process
+from devrun.runner.fallback import Fallback
+from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput, Generation
+from devrun.watch.patterns import repo_top
 
 Emit = Callable[[events.Event], None]
 Spawn = Callable[..., Generation]

@@ -26,10 +26,11 @@ from pydantic import (
     field_validator,
 )
 
-from devrun import statefiles, yamlsource
-from devrun.environment import EnvFileError, InterpolationError, interpolate, interpolate_tree, read_env_file
+from devrun import statefiles
+from devrun.config import yamlsource
+from devrun.config.environment import EnvFileError, InterpolationError, interpolate, interpolate_tree, read_env_file
+from devrun.config.yamlsource import ConfigError, Document, KeyPath, Problem
 from devrun.importspec import ImportSpecError, parse_import_string
-from devrun.yamlsource import ConfigError, Document, KeyPath, Problem
 
 CONFIG_NAME = "devrun.yaml"
 

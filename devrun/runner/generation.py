@@ -26,7 +26,7 @@ from typing import IO, Protocol
 
 from devrun.config import App
 from devrun.events import decode_wire
-from devrun.patterns import Matcher
+from devrun.watch.patterns import Matcher
 
 MAX_LINE = 16 * 1024
 # An event line longer than this is not one of ours (the child's own lines are at most

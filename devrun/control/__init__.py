@@ -1,0 +1,1 @@
+"""Other terminals <-> one runner: the control socket, its verbs, the state folder, the app logs."""

@@ -1,0 +1,1 @@
+"""What the user sees, drawn from events: views never decide."""

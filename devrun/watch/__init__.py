@@ -1,0 +1,1 @@
+"""Files -> batches of changed paths per app. Knows nothing of processes."""
