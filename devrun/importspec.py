@@ -14,6 +14,10 @@ from typing import Any
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
+# What ast.literal_eval gives: strings, bytes, numbers, booleans, None, and tuples, lists, sets
+# and dicts of them, as the import string wrote them; the factory's own signature types them.
+LiteralValue = Any
+
 
 class ImportSpecError(ValueError):
     """The import string is not ``module:attr`` or ``module:factory(...)``."""
@@ -24,8 +28,8 @@ class ImportSpec:
     module: str
     attr: str
     is_call: bool = False
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[LiteralValue, ...] = ()
+    kwargs: dict[str, LiteralValue] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if not self.is_call:
@@ -58,7 +62,7 @@ def parse_import_string(text: str) -> ImportSpec:
         # As written: ast.unparse's spelling of an expression differs between Pythons.
         shown = ast.get_source_segment(target, node.func) or name
         raise ImportSpecError(f"{shown!r} is not a valid factory name")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, LiteralValue] = {}
     for kw in node.keywords:
         if kw.arg is None:
             raise ImportSpecError(f"**kwargs is not allowed in a factory call: {target!r}")

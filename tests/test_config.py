@@ -949,7 +949,7 @@ def test_regression_unhashable_literal_in_factory_call_crashes_config_loading(tm
 
 
 def test_regression_env_value_of_wrong_type_is_reported_four_times_with_union_tags(tmp_path: Path) -> None:
-    """Regression (was a bug, devrun/config.py _problems: loc is taken from pydantic as is): a non-scalar env value
+    """Regression (was a bug, config/build.py _problems: loc is taken from pydantic as is): a non-scalar env value
     fails each member of `str | int | float | bool`, giving four problems at the same place whose
     paths end in pydantic's union tags: apps.web.env.X.str / .int / .float / .bool."""
     found = problems(tmp_path, """

@@ -8,10 +8,11 @@ import io
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
+
+from devrun.config.yamlsource import KeyPath, YamlData
 
 _REF = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
@@ -57,8 +58,8 @@ def interpolate(text: str, variables: Mapping[str, str]) -> str:
     return _REF.sub(replace, text)
 
 
-def interpolate_tree(data: Any, variables: Mapping[str, str], on_error: Callable[[tuple, str], None],
-                     path: tuple = ()) -> Any:
+def interpolate_tree(data: YamlData, variables: Mapping[str, str], on_error: Callable[[KeyPath, str], None],
+                     path: KeyPath = ()) -> YamlData:
     """Interpolate every string in nested dicts and lists; report errors with their key path."""
     if isinstance(data, str):
         try:

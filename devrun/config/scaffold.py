@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devrun import statefiles
-from devrun.config import json_schema
+from devrun.config.build import json_schema
 from devrun.watch.patterns import Matcher
 
 SCHEMA_HINT = "# yaml-language-server: $schema=.devrun/devrun.schema.json"
@@ -83,7 +83,7 @@ def detect(folder: Path) -> list[Found]:
 
 def _python_files(folder: Path, matcher: Matcher) -> list[tuple[Path, Path | None]]:
     """Candidate files, each with the Django project (the folder holding manage.py) it is in."""
-    out = []
+    out: list[tuple[Path, Path | None]] = []
     django: dict[str, Path | None] = {}
     for top, dirs, files in os.walk(folder):
         depth = len(Path(top).relative_to(folder).parts)

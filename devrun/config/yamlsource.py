@@ -15,6 +15,9 @@ from typing import Any
 import yaml
 
 KeyPath = tuple[str | int, ...]
+# What PyYAML's safe loader builds: dicts, lists, str, int, float, bool and None, nested. Untyped on
+# purpose: each reader checks the shape it needs (isinstance) and pydantic validates the rest.
+YamlData = Any
 
 # Aliases share nodes, so a "billion laughs" document is small for PyYAML but explodes in
 # anything that walks it; refuse documents that expand past this many nodes.
@@ -65,7 +68,7 @@ class Document:
 
     file: str
     text: str
-    data: Any
+    data: YamlData
     positions: dict[KeyPath, tuple[int, int]]
     # The text of every plain scalar read as a number, by key path: an env value keeps what was written.
     literals: dict[KeyPath, str] = field(default_factory=dict)
@@ -109,7 +112,7 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?[eE][-+]?[0-9]+
 _REPLACED = {"tag:yaml.org,2002:bool", INT_TAG, FLOAT_TAG, "tag:yaml.org,2002:timestamp"}
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no types here (no stubs installed)
     """SafeLoader with YAML 1.2 core booleans, integers and floats, and no timestamps."""
 
 
@@ -204,7 +207,7 @@ def _walk(node: yaml.Node, path: KeyPath, walk: _Walk, ancestors: set[int]) -> N
         if node.tag in (INT_TAG, FLOAT_TAG) and node.style is None:
             walk.literals[path] = node.value
     elif isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             mark = key_node.start_mark

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from watchdog import events as watchdog_events
 from watchdog.events import (
@@ -53,6 +53,13 @@ T = TypeVar("T")
 # Python 3.10, as a modification (and has no such name).
 EVENT_TYPE_ATTRIB = getattr(watchdog_events, "EVENT_TYPE_ATTRIB", "attrib")
 _SCHEDULE_FOLLOWS = "follow_symlink" in inspect.signature(BaseObserver.schedule).parameters
+
+
+class _ScheduleOptions(TypedDict, total=False):
+    """The keywords of BaseObserver.schedule that only some watchdog versions take."""
+
+    follow_symlink: bool
+
 
 CREATED, MODIFIED, ATTRIB, DELETED, MOVED_FROM, MOVED_TO = (
     "created", "modified", "attrib", "deleted", "moved_from", "moved_to")
@@ -249,7 +256,7 @@ class ObserverSource:
     def add(self, folder: str, follow: bool) -> Hashable:
         relay = _Relay(self, folder)
         # watchdog 6 (the last for Python 3.10) has no follow_symlink: it follows, as 7 does by default.
-        options = {"follow_symlink": follow} if _SCHEDULE_FOLLOWS else {}
+        options: _ScheduleOptions = {"follow_symlink": follow} if _SCHEDULE_FOLLOWS else {}
         relay.watch = self.observer.schedule(relay, folder, recursive=False, **options)
         return relay
 

@@ -71,7 +71,7 @@ class Rules:
     """Patterns and the folder they are relative to."""
 
     base: str
-    spec: pathspec.PathSpec
+    spec: pathspec.GitIgnoreSpec
 
     def relative(self, path: str) -> str | None:
         rel = os.path.relpath(path, self.base)
@@ -143,7 +143,7 @@ class Matcher:
         self.ignore = group_rules(self.root, ignore)
         self.builtin = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
         self.respect_gitignore = respect_gitignore
-        self._gitignores: Lru[str, pathspec.PathSpec | None] = Lru()
+        self._gitignores: Lru[str, pathspec.GitIgnoreSpec | None] = Lru()
         self._tops: Lru[str, str] = Lru()
         self._roots = self._find_roots()
 
@@ -220,7 +220,7 @@ class Matcher:
             self._tops.put(folder, repo_top(folder) or "")
         return self._tops.get(folder) or None
 
-    def _gitignore(self, folder: str) -> pathspec.PathSpec | None:
+    def _gitignore(self, folder: str) -> pathspec.GitIgnoreSpec | None:
         if folder not in self._gitignores:
             try:
                 text = read_regular(os.path.join(folder, ".gitignore"))

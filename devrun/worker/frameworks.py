@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 WSGIApp = Callable[..., Any]
+# A framework's module or object (its app, a setting, a signal): devrun never imports the framework
+# here, and Django, Bottle and Pyramid carry no types, so these are read as the framework documents them.
+Framework = Any
 
 
-def _module(name: str) -> Any:
+def _module(name: str) -> Framework:
     """The framework's module if the app imported it, else None (never imports it)."""
     return sys.modules.get(name)
 
 
-def _version(distribution: str, module: Any = None) -> str:
+def _version(distribution: str, module: Framework = None) -> str:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:  # vendored or run from a checkout
@@ -40,7 +43,7 @@ class Adapter:
     name = "wsgi"
 
     def __init__(self, app: WSGIApp):
-        self.app = app
+        self.app: Framework = app  # an instance of the adapter's framework, adapter_for made sure
 
     def enable_debug(self) -> None:
         """debug.enabled: the framework's own switch for letting exceptions reach the debugger."""
@@ -132,7 +135,7 @@ class DjangoAdapter(Adapter):
             if not handled and resolved != given:
                 self._notify(file_changed, resolved)
 
-    def _notify(self, signal: Any, path: Path) -> bool:
+    def _notify(self, signal: Framework, path: Path) -> bool:
         handled = False
         for receiver, result in signal.send_robust(sender=self, file_path=path):
             if isinstance(result, Exception):
@@ -164,7 +167,8 @@ class DjangoAdapter(Adapter):
         # as runserver does.
         from django.contrib.staticfiles.handlers import StaticFilesHandler
 
-        return app if isinstance(app, StaticFilesHandler) else StaticFilesHandler(app)
+        wrapped: WSGIApp = app if isinstance(app, StaticFilesHandler) else StaticFilesHandler(app)
+        return wrapped
 
     def describe(self) -> str:
         django = _module("django")
@@ -222,7 +226,7 @@ class PyramidAdapter(Adapter):
 
     name = "pyramid"
 
-    def _settings(self) -> Any:
+    def _settings(self) -> Framework:
         return getattr(getattr(self.app, "registry", None), "settings", None) or {}
 
     @property
@@ -242,12 +246,12 @@ class PyramidAdapter(Adapter):
         return f"Pyramid {_version('pyramid', _module('pyramid'))} (reload_templates: {reload})"
 
 
-def _asbool(value: Any) -> bool:
+def _asbool(value: object) -> bool:
     settings = _module("pyramid.settings")
     return bool(settings.asbool(value)) if settings is not None else bool(value)
 
 
-def _reraise(req: Any, resp: Any, ex: Exception, params: Any) -> None:
+def _reraise(req: Framework, resp: Framework, ex: Exception, params: Framework) -> None:
     raise ex
 
 
@@ -274,12 +278,12 @@ class FalconAdapter(Adapter):
         return f"Falcon {_version('falcon', _module('falcon'))}".rstrip()
 
 
-def _is_instance(app: Any, module: str, cls: str) -> bool:
+def _is_instance(app: object, module: str, cls: str) -> bool:
     found = getattr(_module(module), cls, None)
     return isinstance(found, type) and isinstance(app, found)
 
 
-def _flask_shaped(app: Any) -> bool:
+def _flask_shaped(app: object) -> bool:
     # What debugging.py has always recognised: Flask and kin, without importing Flask.
     return hasattr(app, "jinja_env") and hasattr(getattr(app, "config", None), "__setitem__")
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from devrun.loopback import BAD_HOST, REFUSAL_STATUS, REFUSED_TEXT, Trust
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -32,7 +35,7 @@ def refuse(code: int, start_response: StartResponse) -> list[bytes]:
     return [body]
 
 
-def plain_500(start_response: StartResponse, exc_info: Any = None, what: str = RAISED) -> list[bytes]:
+def plain_500(start_response: StartResponse, exc_info: OptExcInfo | None = None, what: str = RAISED) -> list[bytes]:
     """A 500 that says what happened in one sentence and shows nothing of it."""
     body = PLAIN_500.format(what=what).encode()
     start_response("500 Internal Server Error", [
@@ -66,7 +69,8 @@ def is_debugger_route(environ: dict[str, Any], console_path: str | None) -> bool
     """A request Werkzeug's debugger answers itself (a command, a resource, the console)."""
     if console_path is not None and environ.get("PATH_INFO") == console_path:
         return True
-    return parse_qs(environ.get("QUERY_STRING", "")).get("__debugger__", [""])[0] == "yes"  # Werkzeug reads the first
+    query: str = environ.get("QUERY_STRING", "")
+    return parse_qs(query).get("__debugger__", [""])[0] == "yes"  # Werkzeug reads the first
 
 
 class Guard:

@@ -9,7 +9,9 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from devrun.importspec import ImportSpec
@@ -33,7 +35,7 @@ def _no_server_of_its_own(module: str) -> Iterator[None]:
     while importing, Werkzeug's development server refuses to start, with the fix. Werkzeug is
     patched when the app imports it, so an app that never does pays nothing."""
 
-    def refuse(*args: Any, **kwargs: Any) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
         raise AppLoadError(RUN_AT_IMPORT.format(module=module.replace(".", "/")))
 
     patched: list[Any] = []
@@ -59,11 +61,12 @@ def _no_server_of_its_own(module: str) -> Iterator[None]:
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Calls `then(module)` once the named module has been executed by its own loader."""
 
-    def __init__(self, name: str, then: Callable[[Any], None]):
+    def __init__(self, name: str, then: Callable[[ModuleType], None]):
         self.name = name
         self.then = then
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if fullname != self.name:
             return None
         sys.meta_path.remove(self)  # let the other finders find it, once
@@ -72,7 +75,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             return spec
         run, then = spec.loader.exec_module, self.then
 
-        def exec_module(module: Any) -> None:
+        def exec_module(module: ModuleType) -> None:
             run(module)
             then(module)
 
@@ -90,7 +93,7 @@ def load_app(spec: ImportSpec, root: str) -> Callable[..., Any]:
             f"your {top!r} is shadowed by the standard library's module of the same name: rename it "
             f"(e.g. {top}_app) and update `app:` in devrun.yaml"
         )
-    obj: Any = module
+    obj: object = module
     for part in spec.attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -120,7 +123,7 @@ _ASGI_FRAMEWORKS = {"starlette": "Starlette", "fastapi": "FastAPI", "quart": "Qu
                     "channels": "Channels", "sanic": "Sanic", "blacksheep": "BlackSheep"}
 
 
-def asgi_kind(obj: Any) -> str | None:
+def asgi_kind(obj: object) -> str | None:
     """What says obj is an ASGI app, or None. Never calls it: an ASGI app called as WSGI would
     only return a coroutine, and a WSGI app must not be called outside a request."""
     for cls in type(obj).__mro__:  # a subclass of FastAPI is still a FastAPI app
@@ -139,7 +142,7 @@ def asgi_kind(obj: Any) -> str | None:
     return None
 
 
-def _django_wsgi(spec: ImportSpec, module: Any) -> str | None:
+def _django_wsgi(spec: ImportSpec, module: ModuleType) -> str | None:
     """The project's WSGI application: the one its settings name (as runserver finds it), else
     the wsgi.py beside this asgi.py (startproject writes both)."""
     with contextlib.suppress(Exception):  # settings not configured, a module that is not there
@@ -155,10 +158,10 @@ def _django_wsgi(spec: ImportSpec, module: Any) -> str | None:
     return None
 
 
-def _inside(module: Any, root: str) -> bool:
+def _inside(module: ModuleType, root: str) -> bool:
     path = getattr(module, "__file__", None) or ""
     return bool(path) and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
 
 
-def _public(module: Any) -> list[str]:
+def _public(module: ModuleType) -> list[str]:
     return sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v))[:8]

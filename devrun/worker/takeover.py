@@ -17,20 +17,24 @@ import gevent.socket
 from gevent.pywsgi import WSGIHandler
 
 
-class TakenSocket(gevent.socket.socket):
+# gevent carries no types (no stubs installed): its classes are Any to mypy, hence the ignores below.
+class TakenSocket(gevent.socket.socket):  # type: ignore[misc]
     """The socket a library takes a connection over with (simple-websocket dup()s the one
     behind wsgi.input). It notes the first bytes the app writes, its own status line, and
     whether a write is under way, so that devrun's Close frame never lands inside a frame;
     once that Close went out (sealed), the app's writes are dropped, as RFC 6455 wants."""
 
     __slots__ = ("head", "writing", "sealed")
+    head: bytes | None
+    writing: bool
+    sealed: bool
 
     def send(self, data: Any, flags: int = 0, **kwargs: Any) -> int:  # sendall() comes here too
         if self.sealed:
             return len(data)
         self.writing = True
         try:
-            sent = super().send(data, flags, **kwargs)
+            sent: int = super().send(data, flags, **kwargs)
         finally:
             self.writing = False
         if self.head is None and sent:
@@ -43,7 +47,7 @@ class Handover:
     way simple-websocket takes a connection over, hands out a TakenSocket, kept as taken (and
     no reference to the handler: a cycle would keep that socket open until a GC pass)."""
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: gevent.socket.socket) -> None:
         self._sock = sock
         self.taken: TakenSocket | None = None
 
@@ -59,8 +63,10 @@ class Handover:
         return taken
 
 
-class TakeoverHandler(WSGIHandler):
+class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     """pywsgi's handler, aware of connections the app takes over."""
+
+    close_connection: bool  # pywsgi's own, set per request
 
     handover: Handover | None = None
     told = False  # the client of the WebSocket on this connection was asked to close it
