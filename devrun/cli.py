@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devrun import __version__
 from devrun.config import CONFIG_NAME, Config, ConfigError, find_config, load_config
-from devrun.control import server as control
+from devrun.control import client
+from devrun.control.protocol import AlreadyRunning, ControlError, NotRunning
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from devrun.views.dashboard import Dashboard
+    from devrun.views.plainlog import PlainLog
+
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3  # as `systemctl status` says of a unit that is not running
 EXIT_OUTPUT_CLOSED = 141  # what a shell reports for a tool killed by SIGPIPE (`devrun status | head -1`)
 EXIT_INTERRUPTED = 130
-# A runner whose connection slots are all in conversations answers "busy": ask again for this long.
-BUSY_RETRY = 3.0
 
 
 def _load(path: str | None) -> Config:
@@ -50,20 +50,6 @@ def _config_file(path: str | None) -> Path:
     return file
 
 
-def _ask(path: Path, verb: str, timeout: float = 5.0, **args: object) -> Any:
-    """control.request, asked again for a while when the runner is busy (it said so at once)."""
-    import time
-
-    end = time.monotonic() + BUSY_RETRY
-    while True:
-        try:
-            return control.request(path, verb, timeout=timeout, **args)
-        except control.Busy:
-            if time.monotonic() >= end:
-                raise
-            time.sleep(0.1)
-
-
 def _text(value: object) -> Text:
     """A table cell or line that rich shows as it is: app errors, paths and names may hold
     `[/etc/app.conf]`, which rich would otherwise read as markup (and die on, or style)."""
@@ -85,7 +71,7 @@ def _console() -> Console:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from devrun.control import daemon
-    from devrun.runner.loop import View, run_apps
+    from devrun.runner.loop import run_apps
     from devrun.views.plainlog import PlainLog
 
     config = _load(args.config)
@@ -96,21 +82,11 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"apps: {', '.join(config.apps)}", file=sys.stderr)
         return EXIT_CONFIG
     if args.detach:
-        return _up_detached(config, args.apps)
-    view: View
-    if use_dashboard(args.no_dashboard):
-        from devrun.views.dashboard import Dashboard
-
-        view = Dashboard([(n, config.apps[n].url) for n in names])
-    elif args.detached:  # requests and output are in the per-app logs: runner.log stays small
-        from devrun import events
-
-        view = PlainLog(names, skip=(events.Request, events.Output))
-    else:
-        view = PlainLog(names)
+        return daemon.up_detached(config.file, args.apps)
+    view = _runner_view(config, names, args)
     try:
         code = run_apps(config, args.apps or None, [view])
-    except daemon.AlreadyRunning as exc:
+    except AlreadyRunning as exc:
         print(f"devrun: {exc}", file=sys.stderr)
         return 1
     if not isinstance(view, PlainLog):
@@ -118,50 +94,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
-def _up_detached(config: Config, apps: list[str]) -> int:
-    from devrun.control import daemon
+def _runner_view(config: Config, names: list[str], args: argparse.Namespace) -> Dashboard | PlainLog:
+    """The view of a runner in this process: the dashboard on a terminal, else plain lines."""
+    from devrun.views.plainlog import PlainLog
 
-    pid = daemon.running_pid(config.file)
-    if pid:
-        print(f"devrun: {daemon.AlreadyRunning(pid, config.file)}", file=sys.stderr)
-        return 1
-    path = daemon.socket_path(config.file)
+    if use_dashboard(args.no_dashboard):
+        from devrun.views.dashboard import Dashboard
 
-    def settled() -> tuple[bool, str]:
-        status = control.request(path, "status", timeout=2)
-        apps = status.get("apps", []) if isinstance(status, dict) else []
-        states = [a.get("state") for a in apps if isinstance(a, dict)]
-        return bool(states) and not any(s in ("starting", "reloading") for s in states), ""
+        return Dashboard([(n, config.apps[n].url) for n in names])
+    if args.detached:  # requests and output are in the per-app logs: runner.log stays small
+        from devrun import events
 
-    pid, problem = daemon.detach(["up", "--no-dashboard", "--detached", "-c", str(config.file), *apps],
-                                 config.file, settled)
-    if problem:
-        print(f"devrun: the runner (pid {pid}) did not come up:\n{problem}", file=sys.stderr)
-        return 1
-    # Exit 1 when an app is not up, though the runner stays: it picks up the fix by itself.
-    try:
-        status = _ask(path, "status")
-        if not isinstance(status, dict):
-            raise control.ControlError(f"its status is not a JSON object but {type(status).__name__}")
-    except control.ControlError as exc:
-        print(f"devrun: the runner (pid {pid}) started, but did not answer: {exc}; `devrun status` asks again",
-              file=sys.stderr)
-        return 1
-    print(f"devrun: running in the background (pid {status.get('pid', pid)}); "
-          "`devrun status`, `devrun logs -f`, `devrun attach`, `devrun down`")
-    failed = 0
-    for app in status.get("apps", []):
-        line = f"  {app.get('name')}: {app.get('state')} {app.get('url')}"
-        if app.get("state") != "ready":
-            failed += 1
-            line += f" ({app.get('error') or 'see `devrun logs ' + str(app.get('name')) + '`'})"
-        print(line)
-    if failed:
-        print("devrun: the runner keeps running and reloads on a fix; `devrun down` stops it")
-    return 1 if failed else 0
+        return PlainLog(names, skip=(events.Request, events.Output))
+    return PlainLog(names)
 
 
-def _runner(args: argparse.Namespace) -> tuple[Path, Path]:
+def _config_and_socket(args: argparse.Namespace) -> tuple[Path, Path]:
     """(the config file, the control socket of its runner)."""
     from devrun.control import daemon
 
@@ -170,18 +118,18 @@ def _runner(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    file, path = _runner(args)
+    file, path = _config_and_socket(args)
     try:
-        status = _ask(path, "status")
+        status = client.ask(path, "status")
         if not isinstance(status, dict):
-            raise control.ControlError(f"the runner's status is not a JSON object but {type(status).__name__}")
-    except control.NotRunning:
+            raise ControlError(f"the runner's status is not a JSON object but {type(status).__name__}")
+    except NotRunning:
         if args.json:
             print(json.dumps({"running": False, "config": str(file), "apps": []}))
         else:
             print(f"devrun: not running for {file}; start it with `devrun up -d`")
         return EXIT_NOT_RUNNING
-    except control.ControlError as exc:  # busy, no reply in time, a reply that is not ours
+    except ControlError as exc:  # busy, no reply in time, a reply that is not ours
         if args.json:
             print(json.dumps({"running": None, "config": str(file), "error": str(exc), "apps": []}))
         print(f"devrun: could not get the status of the runner for {file}: {exc}", file=sys.stderr)
@@ -189,6 +137,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"running": True, **status}, indent=2))
         return 0
+    return _show_status(status)
+
+
+def _show_status(status: dict[str, Any]) -> int:
     try:
         _print_status(status)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -226,13 +178,13 @@ def _ago(seconds: float | None) -> str:
 
 def cmd_control(args: argparse.Namespace) -> int:
     """restart / stop / start: one verb for the named apps (none named: every app)."""
-    _, path = _runner(args)
+    _, path = _config_and_socket(args)
     try:
-        result = _ask(path, args.command, timeout=15, apps=args.apps)
-    except control.NotRunning as exc:
+        result = client.ask(path, args.command, timeout=15, apps=args.apps)
+    except NotRunning as exc:
         print(f"devrun: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
-    except control.ControlError as exc:
+    except ControlError as exc:
         print(f"devrun: {exc}", file=sys.stderr)
         return 1
     done = {"restart": "restarting", "stop": "stopped", "start": "starting"}[args.command]
@@ -242,24 +194,19 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    import time
-
     from devrun.control import daemon
 
-    file, path = _runner(args)
+    file, path = _config_and_socket(args)
     try:
-        reply = _ask(path, "down")
-    except control.NotRunning:
+        reply = client.ask(path, "down")
+    except NotRunning:
         print(f"devrun: not running for {file}")
         return 0
-    except control.ControlError as exc:
+    except ControlError as exc:
         print(f"devrun: could not ask the runner for {file} to stop: {exc}", file=sys.stderr)
         return 1
     pid = reply.get("pid") if isinstance(reply, dict) else None
-    end = time.monotonic() + 60  # the longest graceful_timeout is 300 s; the runner kills before
-    while daemon.running_pid(file) and time.monotonic() < end:
-        time.sleep(0.05)
-    if daemon.running_pid(file):
+    if not daemon.wait_stopped(file, 60):  # the longest graceful_timeout is 300 s; the runner kills before
         print(f"devrun: the runner (pid {pid}) is still stopping its apps", file=sys.stderr)
         return 1
     print(f"devrun: stopped (pid {pid})")
@@ -267,159 +214,34 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    import queue
-
     from devrun import statefiles
-    from devrun.control import daemon
-    from devrun.control import logfiles as applog
+    from devrun.control import daemon, logfiles
 
     file = _config_file(args.config)
     folder = statefiles.private_dir(daemon.state_dir(file) / daemon.LOG_DIR)  # a symlinked logs/ is refused
-    logged = applog.apps_with_logs(folder)
-    apps = args.apps or logged
-    if not apps:
-        print(f"devrun: no app has logged anything yet in {folder}", file=sys.stderr)
-        return 1
-    unknown = [a for a in apps if a not in logged and not args.follow]
-    if unknown:
-        print(f"devrun: no logs for {', '.join(unknown)}; apps with logs: {', '.join(logged) or 'none'}",
-              file=sys.stderr)
-        return 1
-    width = max(len(a) for a in apps)
-    try:
-        lines = [(line, app) for app in apps for line in applog.tail(folder, app, args.lines)]
-    except ValueError as exc:  # a name that could not be a log file's (`../x`)
-        print(f"devrun: {exc}", file=sys.stderr)
-        return 1
-    lines.sort(key=lambda item: item[0][:23])  # by the time each line starts with
-    for line, app in lines[len(lines) - args.lines:] if args.lines > 0 else []:
-        print(f"{app:<{width}} | {line}")
-    if not args.follow:
-        return 0
-    sys.stdout.flush()
-    stop = threading.Event()
-    new: queue.Queue[tuple[str, str | None]] = queue.Queue()
-
-    def follow(app: str) -> None:
-        try:
-            for line in applog.follow(folder, app, stop.is_set):
-                new.put((app, line))
-        except (OSError, ValueError) as exc:  # said by the main thread, which then ends
-            new.put((f"cannot follow the log of {app}: {exc}", None))
-
-    for app in apps:
-        threading.Thread(target=follow, args=(app,), daemon=True).start()
-    try:
-        while True:
-            try:  # in short steps, for the same reason as attach's _wait
-                app, text = new.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if text is None:
-                print(f"devrun: {app}", file=sys.stderr)
-                return 1
-            print(f"{app:<{width}} | {text}", flush=True)
-    except KeyboardInterrupt:
-        stop.set()
-        return 0
+    return logfiles.show(folder, args.apps, args.lines, args.follow)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from devrun import events
+    from devrun.control.attach import attach
 
-    _, path = _runner(args)
-    stream = control.stream(path, "events")
-    try:
-        first = next(stream)
-    except control.NotRunning as exc:
-        print(f"devrun: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except control.ControlError as exc:
-        print(f"devrun: {exc}", file=sys.stderr)
-        return 1
-    except StopIteration:
-        print("devrun: the runner closed the connection at once (is it stopping?)", file=sys.stderr)
-        return 1
-    done = threading.Event()
-    gone = threading.Event()  # the runner ended the stream: it stopped
-    lost: list[str] = []  # why the stream broke off while the runner runs on (a client too slow)
-    unwritable: list[OSError] = []  # our own output failed (closed, full disk): main() says so
-    view = _attached_view(first, args.no_dashboard)
-
-    def read() -> None:
-        try:
-            for data in stream:
-                event = events.from_dict(data)
-                if event is not None:
-                    view.handle(event)
-        except control.ControlError as exc:
-            lost.append(str(exc))
-        except OSError as exc:
-            unwritable.append(exc)
-            done.set()
-            return
-        except SystemExit:  # rich's Console turns a closed output into SystemExit: in a thread, a silent end
-            unwritable.append(BrokenPipeError(errno.EPIPE, "output closed"))
-            done.set()
-            return
-        gone.set()
-        done.set()
-
-    opening = events.from_dict(first)
-    if opening is not None:
-        view.handle(opening)
-    threading.Thread(target=read, daemon=True).start()
-
-    def post(item: object) -> None:
-        """A key pressed in the attached dashboard: q leaves the runner running."""
-        if isinstance(item, events.Command) and item.verb == "quit":
-            done.set()
-        elif isinstance(item, events.Command):
-            apps = [item.app] if item.app else []
-            threading.Thread(target=_quietly, args=(path, item.verb, apps), daemon=True).start()
-
-    running = getattr(view, "running", None)
-    try:
-        if running is None:
-            _wait(done)
-        else:
-            with running(post):
-                _wait(done)
-    except KeyboardInterrupt:
-        pass
-    if unwritable:
-        raise unwritable[0]
-    if lost:
-        print(f"devrun: {lost[0]}", file=sys.stderr)
-        return 1
-    if gone.is_set():
+    _, path = _config_and_socket(args)
+    if attach(path, lambda first: _attached_view(first, args.no_dashboard)):
         print("devrun: the runner stopped")
     else:
         print("devrun: detached; the runner keeps running (`devrun down` stops it)")
     return 0
 
 
-def _wait(done: threading.Event) -> None:
-    """Wait in short steps: a Ctrl-C that the kernel hands to the reader thread only sets a flag,
-    and an untimed wait on the main thread would never return to see it."""
-    while not done.wait(0.2):
-        pass
-
-
-def _attached_view(first: dict[str, object], no_dashboard: bool) -> object:
-    from devrun.views.plainlog import PlainLog
-
-    names = [str(pair[0]) for pair in first.get("apps", [])]  # type: ignore[union-attr]
+def _attached_view(first: dict[str, Any], no_dashboard: bool) -> Dashboard | PlainLog:
     if use_dashboard(no_dashboard):
         from devrun.views.dashboard import Dashboard
 
-        return Dashboard([])
+        return Dashboard([])  # the opening event, handled next, names the apps
+    from devrun.views.plainlog import PlainLog
+
+    names = [str(pair[0]) for pair in first.get("apps", [])]
     return PlainLog(names)
-
-
-def _quietly(path: Path, verb: str, apps: list[str]) -> None:
-    with contextlib.suppress(control.ControlError):  # the dashboard shows what happened, or that nothing did
-        control.request(path, verb, timeout=15, apps=apps)
 
 
 def use_dashboard(disabled: bool) -> bool:
@@ -543,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
+        code: int = args.func(args)
         sys.stdout.flush()  # here, not at exit, so that a closed output is handled below
         return code
     except ConfigError as exc:
@@ -562,10 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a refused .devrun/, a full disk, an unwritable terminal
         _say(f"devrun: {_describe(exc)}")
         return 1
-    except control.NotRunning as exc:
+    except NotRunning as exc:
         _say(f"devrun: {exc}")
         return EXIT_NOT_RUNNING
-    except control.ControlError as exc:  # anything else (a bug of devrun's own) keeps its traceback
+    except ControlError as exc:  # anything else (a bug of devrun's own) keeps its traceback
         _say(f"devrun: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -1,42 +1,16 @@
-"""Event types (runner -> views) and the wire format (child -> runner).
+"""Events (runner -> views and control-socket clients) and the app status they carry.
 
-The child writes one JSON object per line on its event pipe; the runner turns those into the
-dataclasses below and hands them to the views, which only read them.
+The supervisors turn what the children report (devrun.wire) into the dataclasses below; the
+views only read them, and the control socket sends them as JSON (to_dict / from_dict).
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any
-
-# One write of at most PIPE_BUF bytes to a pipe is atomic: a message either arrives whole or,
-# when the pipe is full, not at all (and is counted as dropped).
-MAX_WIRE = 4096
-
-
-def _dump(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
-
-
-def encode_wire(kind: str, **fields: Any) -> bytes:
-    """One JSON line of at most MAX_WIRE bytes: long text fields are shortened, never the JSON."""
-    msg = {"type": kind, **fields}
-    data = _dump(msg)
-    while len(data) > MAX_WIRE:
-        texts = [k for k, v in msg.items() if k != "type" and isinstance(v, str) and len(v) > 64]
-        if not texts:
-            return _dump({"type": kind, "truncated": True})
-        key = max(texts, key=lambda k: len(msg[k]))
-        value = msg[key]
-        # Halve the longest text until the line fits (characters may take several bytes).
-        keep = len(value) // 2
-        # A traceback's end says what went wrong; other text's start says what it is about.
-        msg[key] = "..." + value[len(value) - keep:] if key == "traceback" else value[:keep] + "..."
-        data = _dump(msg)
-    return data
 
 
 def describe_exit(returncode: int) -> str:
@@ -49,15 +23,16 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def decode_wire(line: bytes) -> dict[str, Any] | None:
-    """The message of one line from a child, or None for anything else: the child runs the
-    user's code, which may write anything to the inherited event fd (`[[[[...` nested past the
-    recursion limit, bytes that are not UTF-8)."""
-    try:
-        msg = json.loads(line)
-    except (ValueError, RecursionError, TypeError):
-        return None
-    return msg if isinstance(msg, dict) and isinstance(msg.get("type"), str) else None
+class AppStatus(str, Enum):
+    """An app's state as its supervisor sees it; a str, so JSON and old clients see the text."""
+
+    STARTING = "starting"
+    READY = "ready"
+    RELOADING = "reloading"
+    ERROR = "error"
+    CRASHED = "crashed"
+    BACKOFF = "backing off"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -111,10 +86,9 @@ class Pages(Event):
 
 @dataclass(frozen=True)
 class StateChanged(Event):
-    """The supervisor's state of an app: starting, ready, reloading, error, crashed,
-    backing off, stopped."""
+    """The supervisor's state of an app changed."""
 
-    state: str
+    state: AppStatus
     pid: int | None = None
 
 
@@ -200,9 +174,12 @@ def from_dict(data: dict[str, Any]) -> Event | None:
         return None
     names = {f.name for f in fields(cls)}
     try:
-        values = {k: tuple(map(_tuple, v)) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        values: dict[str, Any] = {k: tuple(map(_tuple, v)) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in names}
+        if cls is StateChanged:
+            values["state"] = AppStatus(values.get("state"))
         return cls(**values)
-    except TypeError:
+    except (TypeError, ValueError):
         return None
 
 

@@ -1,4 +1,5 @@
-"""Unit tests for devrun.control.logfiles: writing, rotation, permissions, tail and follow."""
+"""Unit tests for devrun.views.logview (writing, rotation, permissions) and devrun.control.logfiles
+(tail and follow)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devrun.control.logfiles import AppLogs, apps_with_logs, follow, log_files, tail
+from devrun.control.logfiles import apps_with_logs, follow, log_files, show, tail
+from devrun.views.logview import AppLogs, stamp
 
 
 def mode(path: Path) -> int:
@@ -355,3 +357,17 @@ def test_readers_do_not_follow_a_symlink_in_place_of_a_log(folder: Path, tmp_pat
     folder.mkdir()
     (folder / "web.log").symlink_to(secret)
     assert tail(folder, "web", 5) == [] and apps_with_logs(folder) == []
+
+
+def test_show_merges_the_apps_by_time_and_refuses_an_app_without_logs(
+    folder: Path, open_logs: Callable[..., AppLogs], capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = open_logs()
+    for at, app, text in ((3.0, "web", "third"), (1.0, "api", "first"), (2.0, "web", "second")):
+        logs.write(app, f"{stamp(at)} {text}")
+    assert show(folder, [], 2, False) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(" ", 1)[1] for line in out] == ["second", "third"]
+    assert out[0].startswith("web | ")
+    assert show(folder, ["web", "nope"], 5, False) == 1
+    assert capsys.readouterr().err == "devrun: no logs for nope; apps with logs: api, web\n"

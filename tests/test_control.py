@@ -18,18 +18,9 @@ from typing import Any
 import pytest
 
 from devrun.control import server as control
-from devrun.control.server import (
-    AlreadyRunning,
-    ControlError,
-    ControlServer,
-    NotRunning,
-    Send,
-    UnsafeFolder,
-    probe,
-    request,
-    socket_path,
-    stream,
-)
+from devrun.control.client import request, stream
+from devrun.control.protocol import AlreadyRunning, Busy, ControlError, NotRunning, UnsafeFolder, socket_path
+from devrun.control.server import ControlServer, Send, probe
 from tests.helpers import wait_for
 
 
@@ -346,7 +337,7 @@ def test_connections_beyond_the_cap_are_refused_as_busy(
     try:
         for _ in clients:
             entered.get(timeout=5)  # both slots are in a conversation: nothing to evict
-        with pytest.raises(control.Busy, match="^busy: 2 control connections are open already$"):
+        with pytest.raises(Busy, match="^busy: 2 control connections are open already$"):
             request(server.path, "ping")
         assert raw(server.path, b'{"v": 1, "verb": "ping"}\n') == {
             "v": 1, "ok": False, "error": "busy: 2 control connections are open already", "code": "busy"}

@@ -11,8 +11,10 @@ import pytest
 from gevent.queue import Queue
 from werkzeug.test import Client
 
+from devrun import wire
+from devrun.wire import EVENTS_PATH
 from devrun.worker import livereload
-from devrun.worker.livereload import EVENTS_PATH, SCRIPT_PATH, LiveHub, LiveReload, inject, script_tag
+from devrun.worker.livereload import SCRIPT_PATH, LiveHub, LiveReload, inject, script_tag
 
 TAG = script_tag("g7")
 
@@ -25,9 +27,9 @@ class LocalClient(Client):
         return super().open(*args, **kwargs)
 
 
-class Reports(list[tuple[str, dict[str, Any]]]):
-    def __call__(self, kind: str, **fields: Any) -> None:
-        self.append((kind, fields))
+class Reports(list[wire.Message]):
+    def __call__(self, message: wire.Message) -> None:
+        self.append(message)
 
 
 class ScriptedHub(LiveHub):
@@ -135,18 +137,18 @@ def test_the_hub_tells_every_page_reports_counts_and_ends_streams_on_close() -> 
     old = hub.connect("g6")  # a page of the previous generation: it reloads
     new = hub.connect("g7")
     gevent.sleep(livereload.SETTLE + 0.2)  # the hub's own settle timer, on gevent's clock
-    assert ("refreshed", {"pages": 1, "how": "reload", "paths": []}) in reports
-    assert ("pages", {"count": 2}) in reports
-    hub.send("css", ["static/a.css"])
+    assert wire.Refreshed(1, "reload") in reports
+    assert wire.Pages(2) in reports
+    hub.send("css")
     assert old.get_nowait() == new.get_nowait() == "css"
-    assert reports[-1] == ("refreshed", {"pages": 2, "how": "css", "paths": ["static/a.css"]})
+    assert reports[-1] == wire.Refreshed(2, "css")
     hub.disconnect(old)
     gevent.sleep(livereload.SETTLE + 0.2)
-    assert reports[-1] == ("pages", {"count": 1})
+    assert reports[-1] == wire.Pages(1)
     hub.close()
     assert new.get_nowait() is None
     hub.send("reload")  # a stopping generation tells nobody anything
-    assert reports[-1] == ("pages", {"count": 1})
+    assert reports[-1] == wire.Pages(1)
 
 
 def test_inject_helper() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from devrun.events import decode_wire
+from devrun import wire
 from devrun.loopback import LOOPBACK
 from devrun.worker.debugging import PIN_ATTEMPTS, debugger_class, pin_failure_message, wrap_debugger
 from devrun.worker.reporting import Reporter
@@ -101,8 +101,7 @@ def test_a_failure_is_an_event_and_a_line_for_the_user(capsys: pytest.CaptureFix
     finally:
         os.close(read_fd)
         os.close(write_fd)
-    assert [decode_wire(ln) for ln in lines] == [
-        {"type": "pin_failed", "count": 4}, {"type": "pin_failed", "count": PIN_ATTEMPTS}, {"type": "pin_ok"}]
+    assert [wire.decode(ln) for ln in lines] == [wire.PinFailed(4), wire.PinFailed(PIN_ATTEMPTS), wire.PinOk()]
     assert capsys.readouterr().err.splitlines() == [
         "debugger: wrong PIN (attempt 4 of 10)", "debugger: too many wrong PINs; locked until devrun restarts"]
     assert pin_failure_message(PIN_ATTEMPTS) == "debugger: too many wrong PINs; locked until devrun restarts"
@@ -122,33 +121,32 @@ def child(tmp_path: Path) -> Iterator[Callable[[int], tuple[int, list[dict[str, 
     list its event messages are collected into."""
     started: list[tuple[subprocess.Popen[bytes], socket.socket, int]] = []
 
-    def start(pin_failures: int) -> tuple[int, list[dict[str, Any]]]:
+    def start(pin_failures: int) -> tuple[int, list[wire.Message]]:
         write(tmp_path / "app.py", APP)
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         listener.set_inheritable(True)
         event_r, event_w = os.pipe()
-        spec = {"name": "web", "number": 1, "app": "app:app", "cwd": str(tmp_path), "listen_fd": listener.fileno(),
-                "runner_pid": os.getpid(), "lifeline_fd": None, "graceful_timeout": 1,
-                "debug": {"enabled": True, "evalex": True, "pin": True, "allow_remote": False},
-                "watch_roots": [], "live": False, "event_fd": event_w, "control_fd": None,
-                "pin_failures": pin_failures}
+        spec = wire.WorkerSpec(name="web", number=1, host="127.0.0.1", app="app:app", cwd=str(tmp_path),
+                               listen_fd=listener.fileno(), runner_pid=os.getpid(), lifeline_fd=None,
+                               graceful_timeout=1, debug=wire.DebugSpec(enabled=True), watch_roots=(), live=False,
+                               event_fd=event_w, pin_failures=pin_failures)
         proc = subprocess.Popen([sys.executable, "-m", "devrun.worker"], cwd=tmp_path,
-                                env={**os.environ, "DEVRUN_WORKER": json.dumps(spec), "WERKZEUG_DEBUG_PIN": PIN},
+                                env={**os.environ, wire.SPEC_ENV: spec.to_json(), "WERKZEUG_DEBUG_PIN": PIN},
                                 pass_fds=(listener.fileno(), event_w), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         os.close(event_w)
         started.append((proc, listener, event_r))
-        messages: list[dict[str, Any]] = []
+        messages: list[wire.Message] = []
 
         def read() -> None:
             with os.fdopen(event_r, "rb", closefd=False) as events:
                 for line in events:
-                    if (msg := decode_wire(line)) is not None:
+                    if (msg := wire.decode(line)) is not None:
                         messages.append(msg)
 
         threading.Thread(target=read, daemon=True).start()
-        wait_for(lambda: any(m["type"] == "loaded" for m in messages), 30, f"the child to load: {messages}")
+        wait_for(lambda: wire.Loaded() in messages, 30, f"the child to load: {messages}")
         proc.send_signal(signal.SIGUSR1)  # the runner's go
         return listener.getsockname()[1], messages
 
@@ -174,14 +172,15 @@ def http_pinauth(port: int, pin: str, secret: str) -> dict[str, bool]:
     return json.loads(body)
 
 
+@pytest.mark.process
 def test_a_child_started_with_the_runs_count_is_locked_and_reports_more(
-    child: Callable[[int], tuple[int, list[dict[str, Any]]]]
+    child: Callable[[int], tuple[int, list[wire.Message]]]
 ) -> None:
     port, messages = child(PIN_ATTEMPTS)
     assert http_pinauth(port, PIN, secret_from(port)) == {"auth": False, "exhausted": True}
     port, messages = child(2)
     assert http_pinauth(port, WRONG, secret_from(port)) == {"auth": False, "exhausted": False}
-    assert {"type": "pin_failed", "count": 3} in messages
+    assert wire.PinFailed(3) in messages
 
 
 # -- through the runner: needs it to keep the count and pass it as pin_failures -----------------
@@ -197,6 +196,7 @@ VERSIONED = """
 """
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("mode", ["fork", "spawn"])
 def test_twelve_wrong_pins_then_a_reload_keep_the_debugger_locked(
     tmp_path: Path, devrun: Callable[..., Devrun], mode: str

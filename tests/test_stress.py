@@ -13,8 +13,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from devrun.control import server as control
+import pytest
+
+from devrun.control import client as control
 from tests.helpers import Devrun, descendants, free_port, get, wait_for, write
+
+pytestmark = pytest.mark.process  # every test here starts processes
 
 APP = """
 import os

@@ -3,57 +3,43 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from devrun import events
+from devrun import events, wire
 from devrun.config import App, AppConfig
-from devrun.events import encode_wire
-from devrun.runner.generation import ChildExited, ChildMessage
-from devrun.runner.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor, State
+from devrun.events import AppStatus as State
+from devrun.runner.generation import ChildExited, ChildMessage, Generation, GenState
+from devrun.runner.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor
 
 
-@dataclass(eq=False)
-class FakeGen:
-    app: str
-    number: int
-    pid: int
-    started: float = 0.0
-    retired: bool = False
-    kill_at: float | None = None
-    exited: bool = False
-    closed: bool = False
-    going: bool = False
-    go_at: float | None = None
-    group_kill_at: float | None = None
-    framework: str = ""
-    templates_in_place: bool = False
-    signals: list[int] = field(default_factory=list)
-    told: list[dict[str, object]] = field(default_factory=list)
+class FakeProc:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stdout = None
 
-    def tell(self, message: dict[str, object]) -> bool:
+    def wait(self) -> int:
+        return 0
+
+
+class FakeGen(Generation):
+    """A real Generation, whose signals and messages are recorded instead of sent."""
+
+    def __init__(self, app: str, number: int, pid: int) -> None:
+        super().__init__(app, number, FakeProc(pid), started=0.0)
+        self.signals: list[int] = []
+        self.told: list[wire.Message] = []
+
+    def signal_group(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def _signal_leader(self, sig: int) -> None:
+        self.signals.append(sig)
+
+    def tell(self, message: wire.Message) -> bool:
         self.told.append(message)
         return True
-
-    def go(self) -> None:
-        self.going = True
-        self.signals.append(signal.SIGUSR1)
-
-    def retire(self, kill_at: float) -> None:
-        if self.exited or self.retired:
-            return
-        self.retired = True
-        self.kill_at = kill_at
-        self.signals.append(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.retired = True
-        self.signals.append(signal.SIGKILL)
-
-    def orphaned(self, kill_at: float) -> None:
-        self.group_kill_at = kill_at
 
     def group_gone(self, now: float) -> bool:
         return True  # a fake leads no real group
@@ -66,16 +52,39 @@ class Rig:
         self.events: list[events.Event] = []
         self.busy = busy
         app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000, **cfg}), root)
+        self.idle_ticks = 0
         self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
-                                 spawn=self.spawn, clock=lambda: self.now, busy=lambda: self.busy)
+                                 launcher=self, clock=lambda: self.now, busy=lambda: self.busy)  # type: ignore[arg-type]
 
+    # The Rig is the supervisor's launcher too.
     def spawn(self, app: App, number: int, *args: object, **kwargs: object) -> FakeGen:
         gen = FakeGen(app.name, number, 1000 + number)
         self.gens.append(gen)
         return gen
 
-    def say(self, gen: FakeGen, kind: str, **fields: object) -> None:
-        self.sup.handle(ChildMessage(gen, {"type": kind, **fields}))  # type: ignore[arg-type]
+    def learn(self, names: list[str], last: bool) -> None:
+        pass
+
+    def stale(self, path: str) -> None:
+        pass
+
+    def exited(self, gen: FakeGen) -> bool:
+        return False
+
+    def idle_tick(self) -> None:
+        self.idle_ticks += 1
+
+    def close(self) -> None:
+        pass
+
+    def say(self, gen: FakeGen, message: wire.ChildReport) -> None:
+        self.sup.handle(ChildMessage(gen, message))  # type: ignore[arg-type]
+
+    def say_line(self, gen: FakeGen, line: bytes) -> None:
+        """As the reader thread does: a line that is not a report of ours never arrives."""
+        message = wire.decode(line)
+        if isinstance(message, wire.ChildReport):
+            self.say(gen, message)
 
     def exit(self, gen: FakeGen, code: int) -> None:
         self.sup.handle(ChildExited(gen, code))  # type: ignore[arg-type]
@@ -89,13 +98,13 @@ def test_start_ready_reload_is_blue_green() -> None:
     r.sup.start()
     [g1] = r.gens
     assert r.sup.state is State.STARTING
-    r.say(g1, "ready", ms=5)
+    r.say(g1, wire.Ready())
     assert r.sup.state is State.READY and r.sup.current is g1
     r.sup.reload(("app.py",))
     g2 = r.gens[1]
     # The old generation keeps serving until the new one is ready.
     assert r.sup.state is State.RELOADING and g1.signals == []
-    r.say(g2, "ready", ms=5)
+    r.say(g2, wire.Ready())
     assert r.sup.current is g2 and g1.signals == [signal.SIGTERM]
     assert g1.kill_at == r.now + 5.0 + 1.0
     r.exit(g1, -signal.SIGTERM)
@@ -109,23 +118,23 @@ def test_start_ready_reload_is_blue_green() -> None:
 def test_a_newer_change_kills_the_stale_pending_generation() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
     r.sup.reload(("b.py",))
     g1, g2, g3 = r.gens
     assert g2.signals == [signal.SIGKILL] and r.sup.pending is g3
-    r.say(g2, "ready")  # too late: it must never be promoted
+    r.say(g2, wire.Ready())  # too late: it must never be promoted
     assert r.sup.current is g1
-    r.say(g3, "ready")
+    r.say(g3, wire.Ready())
     assert r.sup.current is g3
 
 
 def test_a_retired_generation_is_killed_after_its_grace() -> None:
     r = Rig(graceful_timeout=2)
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
-    r.say(r.gens[1], "ready")
+    r.say(r.gens[1], wire.Ready())
     g1 = r.gens[0]
     r.now += 2.9
     r.sup.tick()
@@ -138,7 +147,7 @@ def test_a_retired_generation_is_killed_after_its_grace() -> None:
 def test_crash_backs_off_exponentially_and_a_change_restarts_at_once() -> None:
     r = Rig(backoff={"initial": 1, "max": 3})
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     delays = []
     for n in range(4):
         r.exit(r.gens[-1], 1)
@@ -146,7 +155,7 @@ def test_crash_backs_off_exponentially_and_a_change_restarts_at_once() -> None:
         delays.append(r.sup.restart_at - r.now)  # type: ignore[operator]
         r.now = r.sup.restart_at  # type: ignore[assignment]
         r.sup.tick()
-        r.say(r.gens[-1], "ready")
+        r.say(r.gens[-1], wire.Ready())
     assert delays == [1, 2, 3, 3]
     r.exit(r.gens[-1], 1)
     count = len(r.gens)
@@ -158,11 +167,11 @@ def test_a_crash_loop_settles_into_waiting_for_a_change() -> None:
     r = Rig(backoff={"initial": 0.1, "max": 0.2})
     r.sup.start()
     for _ in range(MAX_CRASHES - 1):
-        r.say(r.gens[-1], "ready")
+        r.say(r.gens[-1], wire.Ready())
         r.exit(r.gens[-1], 1)
         r.now = r.sup.restart_at  # type: ignore[assignment]
         r.sup.tick()
-    r.say(r.gens[-1], "ready")
+    r.say(r.gens[-1], wire.Ready())
     r.exit(r.gens[-1], 1)  # the last straw: no restart is scheduled
     assert r.sup.restart_at is None and r.sup.state is State.CRASHED
     count = len(r.gens)
@@ -177,8 +186,8 @@ def test_a_crash_loop_settles_into_waiting_for_a_change() -> None:
 def test_a_change_to_a_file_the_app_writes_itself_restarts_nothing() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "writes", paths=["app.log"])
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Writes(paths=('app.log',)))
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("app.log",))
     r.sup.reload(("app.log",))
     assert len(r.gens) == 1
@@ -191,12 +200,12 @@ def test_a_change_to_a_file_the_app_writes_itself_restarts_nothing() -> None:
 def test_the_debugger_pin_failures_are_handed_to_the_next_generation() -> None:
     r = Rig()
     seen: list[object] = []
-    r.sup.spawn = lambda app, number, *args, **kwargs: (seen.append(kwargs.get("pin_failures")),
-                                                        r.spawn(app, number))[1]
+    r.spawn = lambda app, number, *args, **kwargs: (seen.append(kwargs.get("pin_failures")),  # type: ignore[method-assign]
+                                                    Rig.spawn(r, app, number))[1]
     r.sup.start()
-    r.say(r.gens[0], "ready")
-    r.say(r.gens[0], "pin_failed", count=7)
-    r.say(r.gens[0], "pin_failed", count="11")  # not a count: ignored
+    r.say(r.gens[0], wire.Ready())
+    r.say(r.gens[0], wire.PinFailed(count=7))
+    r.say_line(r.gens[0], b'{"type": "pin_failed", "count": "11"}')  # not a count: ignored
     r.sup.reload(("app.py",))
     assert seen == [0, 7]
 
@@ -208,7 +217,7 @@ def test_a_missing_folder_is_a_failed_start_and_its_return_starts_the_app(tmp_pa
     rewatched: list[bool] = []
     r.sup.rewatch = lambda: rewatched.append(True)
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     root.rmdir()
     r.sup.reload(("app.py",))
     assert len(r.gens) == 1 and r.gens[0].signals == [signal.SIGTERM]  # never serving vanished code
@@ -228,7 +237,7 @@ def test_a_start_that_fails_with_an_os_error_is_reported_not_raised() -> None:
     def fail(*args: object, **kwargs: object) -> FakeGen:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    r.sup.spawn = fail
+    r.spawn = fail  # type: ignore[method-assign]
     r.sup.start()
     assert r.sup.state is State.ERROR
     assert "Resource temporarily unavailable" in r.events[-1].summary  # type: ignore[attr-defined]
@@ -237,11 +246,11 @@ def test_a_start_that_fails_with_an_os_error_is_reported_not_raised() -> None:
 def test_a_generation_that_stayed_up_resets_the_backoff() -> None:
     r = Rig(backoff={"initial": 1, "max": 8})
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.exit(r.gens[0], 1)
     r.now = r.sup.restart_at  # type: ignore[assignment]
     r.sup.tick()
-    r.say(r.gens[1], "ready")
+    r.say(r.gens[1], wire.Ready())
     r.now += 60
     r.exit(r.gens[1], 1)
     assert r.sup.restart_at == r.now + 1
@@ -250,10 +259,10 @@ def test_a_generation_that_stayed_up_resets_the_backoff() -> None:
 def test_crash_of_the_old_generation_during_a_reload_spawns_nothing_extra() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
     r.exit(r.gens[0], 1)  # the old one dies while the new one loads
-    r.say(r.gens[1], "ready")
+    r.say(r.gens[1], wire.Ready())
     r.now += 60
     r.sup.tick()
     assert len(r.gens) == 2 and r.sup.current is r.gens[1]
@@ -262,7 +271,7 @@ def test_crash_of_the_old_generation_during_a_reload_spawns_nothing_extra() -> N
 def test_new_code_that_dies_before_ready_replaces_the_old_code() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
     r.exit(r.gens[1], 3)
     # Never keep serving the code that was replaced.
@@ -273,7 +282,7 @@ def test_new_code_that_dies_before_ready_replaces_the_old_code() -> None:
 def test_failed_load_is_served_and_reported() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "failed", summary="SyntaxError: invalid syntax (app.py, line 3)", traceback="tb")
+    r.say(r.gens[0], wire.Failed(summary='SyntaxError: invalid syntax (app.py, line 3)', traceback='tb'))
     assert r.sup.state is State.ERROR and r.sup.current is r.gens[0]
     failed = [e for e in r.events if isinstance(e, events.AppFailed)]
     assert failed[0].summary == "SyntaxError: invalid syntax (app.py, line 3)"
@@ -282,7 +291,7 @@ def test_failed_load_is_served_and_reported() -> None:
 def test_changes_wait_for_git_and_reload_once() -> None:
     r = Rig(busy=True)
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
     r.sup.reload(("b.py",))
     assert len(r.gens) == 1
@@ -307,7 +316,7 @@ def test_a_stuck_git_lock_is_waited_for_boundedly() -> None:
 def test_stop_retires_everything_and_is_done_when_reaped() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "ready")
+    r.say(r.gens[0], wire.Ready())
     r.sup.reload(("a.py",))
     r.sup.stop()
     assert all(g.signals == [signal.SIGTERM] for g in r.gens)
@@ -323,37 +332,39 @@ def test_stop_retires_everything_and_is_done_when_reaped() -> None:
 def test_wire_messages_stay_whole_json_within_pipe_buf(text: str) -> None:
     import json
 
-    data = encode_wire("failed", summary="ValueError: " + text, traceback="Traceback\n" + text + "\nEnd")
+    data = wire.encode(wire.Failed("ValueError: " + text, "Traceback\n" + text + "\nEnd"), wire.MAX_WIRE)
     assert len(data) <= 4096 and data.endswith(b"\n")
     msg = json.loads(data)
     assert msg["type"] == "failed" and msg["traceback"].endswith("End") and msg["summary"].startswith("ValueError")
+    decoded = wire.decode(data)
+    assert isinstance(decoded, wire.Failed) and decoded.traceback.endswith("End")
 
 
 def test_a_loaded_generation_accepts_only_after_the_old_one_stopped_accepting() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "loaded", ok=True)
+    r.say(r.gens[0], wire.Loaded())
     g1 = r.gens[0]
     assert g1.signals == [signal.SIGUSR1]  # nothing older: go at once
-    r.say(g1, "ready")
+    r.say(g1, wire.Ready())
     r.sup.reload(("a.py",))
     g2 = r.gens[1]
-    r.say(g2, "loaded", ok=True)
+    r.say(g2, wire.Loaded())
     # The old one is told to stop; the new one waits for it to say it stopped accepting.
     assert g1.signals == [signal.SIGUSR1, signal.SIGTERM] and g2.signals == []
-    r.say(g1, "closed")
+    r.say(g1, wire.Closed())
     assert g2.signals == [signal.SIGUSR1]
-    r.say(g2, "ready")
+    r.say(g2, wire.Ready())
     assert r.sup.state is State.READY
 
 
 def test_go_is_given_after_go_wait_even_if_the_old_one_never_says_closed() -> None:
     r = Rig()
     r.sup.start()
-    r.say(r.gens[0], "loaded", ok=True)
+    r.say(r.gens[0], wire.Loaded())
     r.sup.reload(("a.py",))
     g2 = r.gens[1]
-    r.say(g2, "loaded", ok=True)
+    r.say(g2, wire.Loaded())
     assert g2.signals == []
     r.now += 0.6
     r.sup.tick()
@@ -369,10 +380,11 @@ def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Pa
     app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000}), tmp_path)
     r = Runner(Config(tmp_path / "devrun.yaml", {"web": app}), ["web"], [])
     gen = FakeGen("web", 1, 10)
+    owner: object = object()
     for i in range(runner_module.MAX_BACKLOG + 50):
-        r.post_child(ChildOutput(gen, f"line {i}"))  # type: ignore[arg-type]
-    r.post_child(ChildMessage(gen, {"type": "request", "method": "GET"}))  # type: ignore[arg-type]
-    r.post_child(ChildExited(gen, 0))  # type: ignore[arg-type]
+        r.post_child(owner, ChildOutput(gen, f"line {i}"))  # type: ignore[arg-type]
+    r.post_child(owner, ChildMessage(gen, wire.Request("GET")))  # type: ignore[arg-type]
+    r.post_child(owner, ChildExited(gen, 0))  # type: ignore[arg-type]
     assert r.inbox.qsize() == runner_module.MAX_BACKLOG + 1  # the exit is never dropped
     assert r.dropped == {"web": 51}
     seen: list[events.Event] = []
@@ -386,9 +398,9 @@ def ready_rig(root: Path, templates: bool = True) -> tuple[Rig, FakeGen]:
     r = Rig(root=root)
     r.sup.start()
     [g1] = r.gens
-    r.say(g1, "loaded", ok=True)
-    r.say(g1, "ready", ms=5, framework="Flask 3.1", templates=templates)
-    assert g1.going
+    r.say(g1, wire.Loaded())
+    r.say(g1, wire.Ready(framework='Flask 3.1', templates=templates))
+    assert g1.state is GenState.ACCEPTING
     return r, g1
 
 
@@ -399,17 +411,17 @@ def test_a_template_edit_the_framework_cannot_apply_restarts_the_app(tmp_path: P
     (tmp_path / "static" / "site.css").write_text("x")
     r, g1 = ready_rig(tmp_path, templates=False)
     r.sup.refresh(("static/site.css",))  # a stylesheet is served from disk: swapped in place all the same
-    assert g1.told == [{"live": "css", "paths": ["static/site.css"]}] and len(r.gens) == 1
+    assert g1.told == [wire.Refresh("css", ("static/site.css",))] and len(r.gens) == 1
     r.sup.refresh(("templates/a.html",))
-    assert len(r.gens) == 2 and g1.told[-1]["live"] == "css"  # a new generation, the old one not told
+    assert len(r.gens) == 2 and g1.told[-1] == wire.Refresh("css", ("static/site.css",))  # the old one not told
     assert [e.paths for e in r.events if isinstance(e, events.Reloading)] == [("templates/a.html",)]
 
 
 def test_what_the_framework_is_is_said_once(tmp_path: Path) -> None:
     r, g1 = ready_rig(tmp_path)
     r.sup.reload(("app.py",))
-    r.say(r.gens[1], "loaded", ok=True)
-    r.say(r.gens[1], "ready", ms=5, framework="Flask 3.1", templates=True)
+    r.say(r.gens[1], wire.Loaded())
+    r.say(r.gens[1], wire.Ready(framework='Flask 3.1', templates=True))
     assert [e.text for e in r.events if isinstance(e, events.Notice)] == ["Flask 3.1"]
 
 
@@ -421,9 +433,9 @@ def test_a_live_only_change_tells_the_serving_generation_and_restarts_nothing(tm
     r, g1 = ready_rig(tmp_path)
     # An atomic save: the temporary file is gone by now, the stylesheet is what changed.
     r.sup.refresh(("static/site.css.tmp", "static/site.css"))
-    assert g1.told == [{"live": "css", "paths": ["static/site.css.tmp", "static/site.css"]}]
+    assert g1.told == [wire.Refresh("css", ("static/site.css.tmp", "static/site.css"))]
     r.sup.refresh(("templates/a.html", "static/site.css"))
-    assert g1.told[-1]["live"] == "reload"
+    assert isinstance(g1.told[-1], wire.Refresh) and g1.told[-1].how == "reload"
     assert len(r.gens) == 1 and g1.signals == [signal.SIGUSR1]  # no new generation, nothing stopped
     refreshing = [e for e in r.events if isinstance(e, events.Refreshing)]
     assert [e.css for e in refreshing] == [True, False]
@@ -439,13 +451,13 @@ def test_a_live_change_during_a_reload_is_left_to_the_new_generation(tmp_path: P
 
 def test_page_counts_and_refreshes_come_from_the_serving_generation_only(tmp_path: Path) -> None:
     r, g1 = ready_rig(tmp_path)
-    r.say(g1, "pages", count=2)
-    r.say(g1, "refreshed", pages=2, how="css", paths=[])
+    r.say(g1, wire.Pages(count=2))
+    r.say(g1, wire.Refreshed(pages=2, how='css'))
     r.sup.reload(("app.py",))
     g2 = r.gens[1]
-    r.say(g2, "loaded", ok=True)
-    r.say(g1, "pages", count=0)  # the retiring one's streams are closing: not news
-    r.say(g2, "refreshed", pages=2, how="reload", paths=[])
-    r.say(g2, "refreshed", pages=0, how="reload", paths=[])  # nobody to tell: not worth a line
+    r.say(g2, wire.Loaded())
+    r.say(g1, wire.Pages(count=0))  # the retiring one's streams are closing: not news
+    r.say(g2, wire.Refreshed(pages=2, how='reload'))
+    r.say(g2, wire.Refreshed(pages=0, how='reload'))  # nobody to tell: not worth a line
     assert [(type(e).__name__, getattr(e, "count", getattr(e, "pages", None))) for e in r.events
             if isinstance(e, events.Pages | events.Refreshed)] == [("Pages", 2), ("Refreshed", 2), ("Refreshed", 2)]

@@ -1,7 +1,6 @@
-"""Unit tests for the pure restart/reload policy: supervisor.backoff_delay and watcher.Debouncer.
+"""Unit tests for the pure restart/reload policy: supervisor.backoff_delay and debounce.Debouncer.
 
-The Debouncer is driven with a fake clock, calling add() and due() directly while holding its
-condition; its thread is never started.
+The Debouncer is pure: time is a plain number handed to add() and due(), as the runner's loop does.
 """
 
 from __future__ import annotations
@@ -9,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from devrun.runner.supervisor import backoff_delay
-from devrun.watch import watcher
-from devrun.watch.watcher import MAX_WAIT, Debouncer
+from devrun.watch import debounce, watcher
+from devrun.watch.debounce import MAX_WAIT, Debouncer
 
 # -- backoff_delay -----------------------------------------------------------------------
 
@@ -55,48 +54,38 @@ def test_regression_a_very_long_crash_loop_overflows(failures: int) -> None:
 # -- Debouncer ---------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 Batch = tuple[str, tuple[str, ...]]
 
 
 class Harness:
-    """A Debouncer with a fake clock; every call is made while holding its condition."""
+    """A Debouncer and the time, from 100.0 on."""
 
     def __init__(self, delays: dict[str, float] | None = None) -> None:
-        self.clock = FakeClock()
-        self.batches: list[Batch] = []
-        self.debouncer = Debouncer(lambda key, batch: self.batches.append((key, batch.paths)), clock=self.clock)
-        self.debouncer.delays.update(delays or {})
+        self.now = 100.0
+        self.debouncer = Debouncer()
+        for key, delay in (delays or {}).items():
+            self.debouncer.set_delay(key, delay)
 
-    def add(self, key: str, *paths: str) -> None:
-        with self.debouncer.cond:
-            for path in paths:
-                self.debouncer.add(key, path)
+    def add(self, key: str, *paths: str, code: bool = True) -> None:
+        for path in paths:
+            self.debouncer.add(key, path, code, self.now)
 
     def at(self, t: float) -> list[Batch]:
-        """Advance the clock to start+t and return what is due."""
-        self.clock.now = 100.0 + t
-        with self.debouncer.cond:
-            return [(key, batch.paths) for key, batch in self.debouncer.due(self.clock.now)]
+        """Move the time to start+t and return what is due."""
+        self.now = 100.0 + t
+        return [(key, batch.paths) for key, batch in self.debouncer.due(self.now)]
 
-    def add_at(self, t: float, key: str, *paths: str) -> None:
-        self.clock.now = 100.0 + t
-        self.add(key, *paths)
+    def add_at(self, t: float, key: str, *paths: str, code: bool = True) -> None:
+        self.now = 100.0 + t
+        self.add(key, *paths, code=code)
 
 
-def test_thread_is_not_started_and_nothing_is_called_back() -> None:
+def test_nothing_happens_until_due_is_asked_and_due_pops_what_it_returns() -> None:
     h = Harness({"web": 0.1})
     h.add_at(0, "web", "app.py")
     assert h.at(5) == [("web", ("app.py",))]
-    assert not h.debouncer.thread.is_alive()
-    assert h.batches == []  # due() returns batches, it does not call on_batch
+    assert h.at(5) == []
+    assert h.debouncer.next_deadline() is None
 
 
 def test_nothing_is_due_without_changes() -> None:
@@ -114,7 +103,7 @@ def test_burst_is_coalesced_into_one_batch() -> None:
     assert h.at(0.149) == []
     assert h.at(0.15) == [("web", ("a.py", "b.py", "c.py"))]
     assert h.at(0.16) == []  # popped: not delivered twice
-    assert h.debouncer.pending == {}
+    assert h.debouncer.next_deadline() is None
 
 
 def test_each_change_restarts_the_quiet_period() -> None:
@@ -141,8 +130,8 @@ def test_default_delay_for_an_unknown_key_is_30_ms() -> None:
 
 def test_per_key_delays_are_respected() -> None:
     h = Harness()
-    h.debouncer.delays["fast"] = 0.05
-    h.debouncer.delays["slow"] = 0.5
+    h.debouncer.set_delay("fast", 0.05)
+    h.debouncer.set_delay("slow", 0.5)
     h.add_at(0, "fast", "f.py")
     h.add_at(0, "slow", "s.py")
     assert h.at(0.05) == [("fast", ("f.py",))]
@@ -213,7 +202,7 @@ def test_keys_are_kept_separate() -> None:
     h.add_at(0.30, "api", "more.py")  # api's burst goes on; web's is gone
     assert h.at(0.599) == []
     assert h.at(0.60) == [("api", ("api.py", "more.py"))]
-    assert h.debouncer.pending == {}
+    assert h.debouncer.next_deadline() is None
 
 
 def test_several_keys_due_at_once_come_back_together() -> None:
@@ -239,7 +228,7 @@ def test_same_path_for_two_keys_is_reported_to_both() -> None:
     assert sorted(h.at(0.1)) == [("api", ("shared/models.py",)), ("web", ("shared/models.py",))]
 
 
-def test_add_uses_the_debouncer_clock() -> None:
+def test_add_uses_the_time_it_is_given() -> None:
     h = Harness({"web": 0.1})
     h.add_at(7.0, "web", "a.py")
     h.add_at(7.5, "web", "b.py")
@@ -248,31 +237,85 @@ def test_add_uses_the_debouncer_clock() -> None:
     assert entry.last == pytest.approx(107.5)
 
 
-def test_add_can_be_called_without_holding_the_condition() -> None:
-    clock = FakeClock(0.0)
-    debouncer = Debouncer(lambda key, batch: None, clock=clock)
-    debouncer.add("web", "app.py")  # takes the condition itself
-    with debouncer.cond:
-        assert debouncer.due(1.0) == [("web", watcher.Batch(code=("app.py",)))]
-
-
-def test_close_marks_the_debouncer_closed_without_a_thread() -> None:
-    h = Harness()
-    h.debouncer.close()
-    assert h.debouncer.closed is True
-    assert not h.debouncer.thread.is_alive()
+def test_due_gives_batches_that_stay_importable_from_the_watcher() -> None:
+    debouncer = Debouncer()
+    debouncer.add("web", "app.py", True, 0.0)
+    assert debouncer.due(1.0) == [("web", watcher.Batch(code=("app.py",)))]
+    assert watcher.Batch is debounce.Batch
 
 
 def test_code_and_live_paths_of_a_burst_come_apart_and_code_wins_a_path_seen_as_both() -> None:
-    clock = FakeClock(0.0)
-    debouncer = Debouncer(lambda key, batch: None, clock=clock)
-    debouncer.add("web", "templates/a.html", code=False)
-    debouncer.add("web", "app.py")
-    debouncer.add("web", "static/site.css", code=False)
-    debouncer.add("web", "both.txt", code=False)
-    debouncer.add("web", "both.txt")
-    with debouncer.cond:
-        [(key, batch)] = debouncer.due(1.0)
+    debouncer = Debouncer()
+    debouncer.add("web", "templates/a.html", False, 0.0)
+    debouncer.add("web", "app.py", True, 0.0)
+    debouncer.add("web", "static/site.css", False, 0.0)
+    debouncer.add("web", "both.txt", False, 0.0)
+    debouncer.add("web", "both.txt", True, 0.0)
+    [(key, batch)] = debouncer.due(1.0)
     assert key == "web"
     assert batch.code == ("app.py", "both.txt")
     assert batch.live == ("templates/a.html", "static/site.css")
+
+
+def test_a_path_seen_as_code_stays_code_when_seen_as_live_later() -> None:
+    debouncer = Debouncer()
+    debouncer.add("web", "page.py", True, 0.0)
+    debouncer.add("web", "page.py", False, 0.01)
+    assert debouncer.due(1.0) == [("web", debounce.Batch(code=("page.py",)))]
+
+
+def test_forget_drops_a_keys_pending_paths_and_its_delay() -> None:
+    h = Harness({"web": 0.5, "api": 0.1})
+    h.add_at(0, "web", "w.py")
+    h.add_at(0, "api", "a.py")
+    h.debouncer.forget("web")
+    assert h.debouncer.next_deadline() == pytest.approx(100.1)  # api's only
+    assert h.at(2.0) == [("api", ("a.py",))]
+    h.add_at(3.0, "web", "again.py")  # a key seen again after forget has the default delay
+    assert h.at(3.029) == []
+    assert h.at(3.031) == [("web", ("again.py",))]
+    h.debouncer.forget("unknown")  # forgetting what was never there is harmless
+
+
+def test_set_delay_replaces_a_keys_delay_and_applies_to_what_is_pending() -> None:
+    h = Harness({"web": 0.5})
+    h.add_at(0, "web", "a.py")
+    h.debouncer.set_delay("web", 0.1)
+    assert h.debouncer.next_deadline() == pytest.approx(100.1)
+    assert h.at(0.1) == [("web", ("a.py",))]
+
+
+def test_next_deadline_is_none_without_pending_paths() -> None:
+    h = Harness({"web": 0.1})
+    assert h.debouncer.next_deadline() is None
+    h.add_at(0, "web", "a.py")
+    h.at(0.1)
+    assert h.debouncer.next_deadline() is None
+
+
+def test_next_deadline_is_the_earliest_key_and_follows_the_quiet_period_and_max_wait() -> None:
+    h = Harness({"web": 0.2, "api": 0.5})
+    h.add_at(0.0, "api", "a.py")
+    h.add_at(0.1, "web", "w.py")
+    assert h.debouncer.next_deadline() == pytest.approx(100.3)  # web: 0.1 + 0.2, before api's 0.5
+    h.add_at(0.2, "web", "w2.py")  # extends web's quiet period
+    assert h.debouncer.next_deadline() == pytest.approx(100.4)
+    h.add_at(0.3, "web", "w3.py")
+    assert h.debouncer.next_deadline() == pytest.approx(100.5)  # web's 0.5 and api's 0.5 tie
+    assert sorted(h.at(0.5)) == [("api", ("a.py",)), ("web", ("w.py", "w2.py", "w3.py"))]
+    for i in range(10):  # a steady stream: MAX_WAIT after its first change bounds the deadline
+        h.add_at(1.0 + i * 0.1, "api", "a.py")
+    assert h.debouncer.next_deadline() == pytest.approx(100.0 + 1.0 + MAX_WAIT)
+
+
+def test_due_at_the_next_deadline_is_never_too_early() -> None:
+    """The loop sleeps until next_deadline(): due() at that time gives the key it named."""
+    h = Harness({"web": 0.1, "api": 0.37, "slow": 5.0})
+    for t, key in [(0.0, "web"), (0.05, "api"), (0.07, "web"), (0.1, "slow"), (0.3, "api")]:
+        h.add_at(t, key, f"{key}.py")
+    seen = []
+    while (deadline := h.debouncer.next_deadline()) is not None:
+        out = h.debouncer.due(deadline)
+        assert out, f"nothing due at the next deadline {deadline}"
+        seen += [key for key, _ in out]
+    assert seen == ["web", "api", "slow"]

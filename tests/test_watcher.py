@@ -2,33 +2,81 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from watchdog.observers.api import BaseObserver
 
+from devrun.watch.debounce import Debouncer
 from devrun.watch.patterns import Matcher
-from devrun.watch.watcher import Watcher
+from devrun.watch.watcher import Batch, Watcher
 
-Batch = tuple[str, tuple[str, ...]]
+Paths = tuple[str, tuple[str, ...]]
+
+
+class Loop:
+    """The runner's loop in miniature, on the test's thread: it sleeps until a watcher wakes
+    it or the debouncer's next deadline, drains the watchers into the debouncer (every key with
+    `delay`) and hands out the batches due. `get` is shaped like `queue.Queue.get`."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
+        self.woken = threading.Event()
+        self.debouncer = Debouncer()
+        self.watchers: list[Watcher] = []
+        self.ready: collections.deque[tuple[str, Batch]] = collections.deque()
+
+    def watcher(self, on_notice: Callable[[str, str], None] | None = None,
+                observer: BaseObserver | None = None) -> Watcher:
+        w = Watcher(self.woken.set, on_notice, observer)
+        self.watchers.append(w)
+        return w
+
+    def next(self, timeout: float = 10) -> tuple[str, Batch]:
+        """The next batch due; queue.Empty when none is within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            now = time.monotonic()
+            self.ready.extend(self.debouncer.due(now))
+            if self.ready:
+                break
+            if now >= deadline:
+                raise queue.Empty
+            due_at = self.debouncer.next_deadline()
+            self.woken.wait(deadline - now if due_at is None else min(deadline, due_at) - now)
+            self.woken.clear()  # before draining: a change reported after the drain wakes us again
+            now = time.monotonic()
+            for w in self.watchers:
+                for key, path, code in w.drain():
+                    self.debouncer.set_delay(key, self.delay)
+                    self.debouncer.add(key, path, code, now)
+        return self.ready.popleft()
+
+    def get(self, timeout: float = 10) -> Paths:
+        app, batch = self.next(timeout)
+        return app, batch.paths
 
 
 @pytest.fixture
-def batches() -> queue.Queue[Batch]:
-    return queue.Queue()
+def batches() -> Loop:
+    return Loop()
 
 
 @pytest.fixture
-def start_watcher(batches: queue.Queue[Batch]) -> Iterator:
+def start_watcher(batches: Loop) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
     def start(root: Path, watch: list[str] | None = None, ignore: list[str] | None = None,
               delay: float = 0.05, name: str = "app") -> Watcher:
-        w = Watcher(lambda app, batch: batches.put((app, batch.paths)))
-        w.add(name, Matcher(root, watch or ["**/*.py"], ignore or []), delay)
+        batches.delay = delay
+        w = batches.watcher()
+        w.add(name, Matcher(root, watch or ["**/*.py"], ignore or []))
         w.start()
         started.append(w)
         return w
@@ -38,11 +86,11 @@ def start_watcher(batches: queue.Queue[Batch]) -> Iterator:
         w.stop()
 
 
-def next_batch(batches: queue.Queue[Batch], timeout: float = 10) -> Batch:
+def next_batch(batches: Loop, timeout: float = 10) -> Paths:
     return batches.get(timeout=timeout)
 
 
-def assert_quiet(batches: queue.Queue[Batch], seconds: float = 0.5) -> None:
+def assert_quiet(batches: Loop, seconds: float = 0.5) -> None:
     with pytest.raises(queue.Empty):
         print("unexpected batch:", batches.get(timeout=seconds))
 
@@ -140,10 +188,9 @@ def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path, batches) -
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     notices: list[tuple[str, str]] = []
-    w = Watcher(lambda app, batch: batches.put((app, batch.paths)), lambda app, text: notices.append((app, text)),
-                observer=Exhausted())
+    w = batches.watcher(lambda app, text: notices.append((app, text)), observer=Exhausted())
     try:
-        w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+        w.add("app", Matcher(tmp_path, ["**/*.py"]))
         w.start()
         assert notices and "max_user_watches" in notices[0][1]
         (tmp_path / "late.py").write_text("x")
@@ -153,24 +200,24 @@ def test_out_of_inotify_watches_falls_back_to_polling(tmp_path: Path, batches) -
 
 
 def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches) -> None:
+    raised = threading.Event()
+
     class Flaky(Matcher):
         calls = 0
 
         def matches(self, path):  # type: ignore[no-untyped-def]
             Flaky.calls += 1
             if Flaky.calls == 1:
+                raised.set()
                 raise RuntimeError("boom in a handler")
             return super().matches(path)
 
-    w = Watcher(lambda app, batch: batches.put((app, batch.paths)))
+    w = batches.watcher()
     try:
-        w.add("app", Flaky(tmp_path, ["**/*.py"]), 0.05)
+        w.add("app", Flaky(tmp_path, ["**/*.py"]))
         w.start()
         (tmp_path / "first.py").write_text("x")  # this event's handling raises
-        wait_for_calls = 0
-        while Flaky.calls == 0 and wait_for_calls < 500:
-            wait_for_calls += 1
-            threading.Event().wait(0.01)
+        assert raised.wait(10)  # events are handled in order: second.py's comes after it
         (tmp_path / "second.py").write_text("x")
         app, paths = next_batch(batches)
         assert "second.py" in paths
@@ -178,23 +225,21 @@ def test_a_failing_event_handler_never_stops_the_watcher(tmp_path: Path, batches
         w.stop()
 
 
-def test_live_reload_files_come_apart_from_code_and_share_the_ignores(tmp_path: Path) -> None:
-    from devrun.watch.watcher import Batch as WatchBatch
-
+def test_live_reload_files_come_apart_from_code_and_share_the_ignores(tmp_path: Path, batches) -> None:
     (tmp_path / "templates").mkdir()
     (tmp_path / "node_modules" / "templates").mkdir(parents=True)
-    got: queue.Queue[tuple[str, WatchBatch]] = queue.Queue()
-    w = Watcher(lambda app, batch: got.put((app, batch)))
-    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05, live=Matcher(tmp_path, ["**/templates/**"]))
+    w = batches.watcher()
+    w.add("app", Matcher(tmp_path, ["**/*.py"]), live=Matcher(tmp_path, ["**/templates/**"]))
     w.start()
     try:
         assert str(tmp_path / "node_modules") not in w.apps["app"].watches  # pruned for both
         (tmp_path / "templates" / "page.html").write_text("x")
-        app, batch = got.get(timeout=10)
+        app, batch = batches.next()
+        assert isinstance(batch, Batch)
         assert (app, batch.code, batch.live) == ("app", (), ("templates/page.html",))
         (tmp_path / "views.py").write_text("x")
         (tmp_path / "templates" / "page.html").write_text("y")
-        _, batch = got.get(timeout=10)
+        _, batch = batches.next()
         assert batch.code == ("views.py",) and batch.live == ("templates/page.html",)
     finally:
         w.stop()
@@ -202,9 +247,9 @@ def test_live_reload_files_come_apart_from_code_and_share_the_ignores(tmp_path: 
 
 def test_the_config_file_is_watched_alone_and_a_removed_app_is_not_watched(tmp_path: Path, batches) -> None:
     (tmp_path / "devrun.yaml").write_text("apps: {}\n")
-    w = Watcher(lambda key, batch: batches.put((key, batch.paths)))
-    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
-    w.watch_file("config", str(tmp_path / "devrun.yaml"), 0.05)
+    w = batches.watcher()
+    w.add("app", Matcher(tmp_path, ["**/*.py"]))
+    w.watch_file("config", str(tmp_path / "devrun.yaml"))
     w.start()
     try:
         (tmp_path / "other.yaml").write_text("x")

@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from watchdog.observers.api import BaseObserver
 
 from devrun.watch import patterns
 from devrun.watch.patterns import Matcher
 from devrun.watch.watcher import Watcher
+from tests.test_watcher import Loop
 
-Got = queue.Queue[tuple[str, tuple[str, ...]]]
+Got = Loop  # shaped like a queue of (app, paths): the watcher's batches, debounced
 LINUX = sys.platform.startswith("linux")
 
 
@@ -78,15 +80,18 @@ def kernel_watches(fds: set[int]) -> int:
     return total
 
 
+def watch_count(w: Watcher, name: str) -> int:
+    return w.folders.call(lambda: len(w.apps[name].watches))
+
+
 @pytest.fixture
 def watcher() -> Iterator[Callable[..., tuple[Watcher, Got, list[tuple[str, str]]]]]:
     started: list[Watcher] = []
 
-    def make(**kwargs: object) -> tuple[Watcher, Got, list[tuple[str, str]]]:
-        got: Got = queue.Queue()
+    def make(observer: BaseObserver | None = None) -> tuple[Watcher, Got, list[tuple[str, str]]]:
+        got = Loop()
         notices: list[tuple[str, str]] = []
-        w = Watcher(lambda app, batch: got.put((app, batch.paths)), lambda app, text: notices.append((app, text)),
-                    **kwargs)  # type: ignore[arg-type]
+        w = got.watcher(lambda app, text: notices.append((app, text)), observer)
         started.append(w)
         return w, got, notices
 
@@ -132,9 +137,9 @@ def test_adding_and_removing_an_app_while_another_tree_changes_never_deadlocks(t
     a, b = tmp_path / "a", tmp_path / "b"
     (a / "churn").mkdir(parents=True)
     make_tree(b, 30, 10)
-    got: Got = queue.Queue()
-    w = Watcher(lambda app, batch: got.put((app, batch.paths)), observer=make_observer(kind))  # type: ignore[arg-type]
-    w.add("a", Matcher(a, ["**/*.py"]), 0.05)
+    got = Loop()
+    w = got.watcher(observer=make_observer(kind))  # type: ignore[arg-type]
+    w.add("a", Matcher(a, ["**/*.py"]))
     w.start()
     stop = threading.Event()
 
@@ -148,7 +153,7 @@ def test_adding_and_removing_an_app_while_another_tree_changes_never_deadlocks(t
 
     def flip() -> None:
         for _ in range(20 if kind == "default" else 4):
-            w.add("b", Matcher(b, ["**/*.py"]), 0.05)
+            w.add("b", Matcher(b, ["**/*.py"]))
             w.remove("b")
 
     churner = threading.Thread(target=churn, daemon=True)
@@ -161,7 +166,7 @@ def test_adding_and_removing_an_app_while_another_tree_changes_never_deadlocks(t
     if flipper.is_alive():
         pytest.fail(hang_report("adding/removing app b"))  # w.stop() would hang as well: leave it
     try:
-        w.add("b", Matcher(b, ["**/*.py"]), 0.05)
+        w.add("b", Matcher(b, ["**/*.py"]))
         (b / "p3" / "q4" / "x.py").write_text("x")
         wait_for_path(got, "b", "p3/q4/x.py")
         (a / "churn" / "y.py").write_text("x")
@@ -179,12 +184,12 @@ def test_one_thread_and_one_inotify_fd_watch_every_folder(tmp_path: Path, watche
     (tmp_path / "devrun.yaml").write_text("apps: {}\n")
     threads, fds = threading.active_count(), inotify_fds()
     w, got, _ = watcher()
-    w.add("app", Matcher(tmp_path / "app", ["**/*.py"]), 0.05)
-    w.add("same", Matcher(tmp_path / "app", ["**/*.txt"]), 0.05)  # the same folders again
-    w.watch_file("config", str(tmp_path / "devrun.yaml"), 0.05)
+    w.add("app", Matcher(tmp_path / "app", ["**/*.py"]))
+    w.add("same", Matcher(tmp_path / "app", ["**/*.txt"]))  # the same folders again
+    w.watch_file("config", str(tmp_path / "devrun.yaml"))
     w.start()
-    assert count >= 300 and w.watch_count("app") == w.watch_count("same") == count
-    assert threading.active_count() - threads <= 2  # the reader and the debouncer
+    assert count >= 300 and watch_count(w, "app") == watch_count(w, "same") == count
+    assert threading.active_count() - threads <= 1  # the reader: debouncing runs in the loop's thread
     ours = inotify_fds() - fds
     assert len(ours) == 1
     assert kernel_watches(ours) == count + 1  # each folder once for both apps, plus the config's folder
@@ -195,7 +200,7 @@ def test_one_thread_and_one_inotify_fd_watch_every_folder(tmp_path: Path, watche
     wait_for_path(got, "app", "n1/n2/n3/new.py")
     (tmp_path / "app" / "n1" / "n2" / "n3" / "note.txt").write_text("x")
     wait_for_path(got, "same", "n1/n2/n3/note.txt")
-    assert threading.active_count() - threads <= 2
+    assert threading.active_count() - threads <= 1
     w.remove("app")
     w.remove("same")
     assert kernel_watches(ours) == 1  # only devrun.yaml's folder: removing an app frees its watches
@@ -207,7 +212,7 @@ LOG_DRIVER = """
 import logging, sys
 from devrun.watch.watcher import Watcher
 notices = []
-w = Watcher(lambda app, batch: None, lambda app, text: notices.append(text))
+w = Watcher(lambda: None, lambda app, text: notices.append(text))
 logging.getLogger("watchdog.observers.inotify").error(
     "InotifyEmitter.queue_events() called when the thread is inactive")
 w.stop()
@@ -215,6 +220,7 @@ print(notices)
 """
 
 
+@pytest.mark.process
 def test_watchdog_log_records_become_notices_never_bare_lines(tmp_path: Path) -> None:
     """devrun configures no logging: a watchdog record used to reach Python's last-resort
     handler and print as a bare line among the apps' output. (A subprocess: pytest's own
@@ -243,7 +249,7 @@ def test_symlink_loops_and_special_files_are_never_followed_or_opened(tmp_path: 
     sock.bind(str(src / "sock.py"))
     w, got, _ = watcher()
     cpu = time.process_time()
-    setup = threading.Thread(target=lambda: (w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05), w.start()),
+    setup = threading.Thread(target=lambda: (w.add("app", Matcher(tmp_path, ["**/*.py"])), w.start()),
                              daemon=True)
     setup.start()
     setup.join(timeout=20)
@@ -275,7 +281,7 @@ def test_a_root_given_as_a_symlink_is_watched(tmp_path: Path, watcher) -> None:
     (tmp_path / "real" / "sub").mkdir(parents=True)
     os.symlink(tmp_path / "real", tmp_path / "link")
     w, got, _ = watcher()
-    w.add("app", Matcher(tmp_path / "link", ["**/*.py"]), 0.05)
+    w.add("app", Matcher(tmp_path / "link", ["**/*.py"]))
     w.start()
     (tmp_path / "real" / "app.py").write_text("x")
     assert wait_for_path(got, "app", "app.py") == ("app.py",)
@@ -309,7 +315,7 @@ def test_the_per_folder_caches_of_a_matcher_are_bounded_and_stay_right(tmp_path:
 def test_folders_that_vanish_right_after_creation_cost_nothing(tmp_path: Path, watcher) -> None:
     (tmp_path / "tmp").mkdir()
     w, got, notices = watcher()
-    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+    w.add("app", Matcher(tmp_path, ["**/*.py"]))
     w.start()
     for i in range(300):
         leaf = tmp_path / "tmp" / f"x{i}" / "y" / "z"
@@ -326,7 +332,7 @@ def test_moved_and_deleted_folders_lose_their_watches(tmp_path: Path, watcher) -
     (tmp_path / "pkg" / "sub").mkdir(parents=True)
     (tmp_path / "pkg" / "sub" / "m.py").write_text("x")
     w, got, _ = watcher()
-    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+    w.add("app", Matcher(tmp_path, ["**/*.py"]))
     w.start()
     os.rename(tmp_path / "pkg", tmp_path / "lib")
     wait_for_path(got, "app", "lib/sub/m.py")
@@ -343,9 +349,9 @@ def test_moved_and_deleted_folders_lose_their_watches(tmp_path: Path, watcher) -
 def test_apps_sharing_folders_and_the_config_file(tmp_path: Path, watcher) -> None:
     (tmp_path / "devrun.yaml").write_text("apps: {}\n")
     w, got, _ = watcher()
-    w.add("one", Matcher(tmp_path, ["**/*.py"]), 0.05)
-    w.add("two", Matcher(tmp_path, ["**/*.txt"]), 0.05)
-    w.watch_file("config", str(tmp_path / "devrun.yaml"), 0.05)
+    w.add("one", Matcher(tmp_path, ["**/*.py"]))
+    w.add("two", Matcher(tmp_path, ["**/*.txt"]))
+    w.watch_file("config", str(tmp_path / "devrun.yaml"))
     w.start()
     (tmp_path / "a.py").write_text("x")
     assert wait_for_path(got, "one", "a.py") == ("a.py",)
@@ -376,7 +382,7 @@ def test_a_queue_overflow_rescans_instead_of_missing_a_save(tmp_path: Path, watc
             return super().matches(path)
 
     w, got, notices = watcher()
-    w.add("app", Stalling(tmp_path, ["**/*.py"]), 0.05)
+    w.add("app", Stalling(tmp_path, ["**/*.py"]))
     w.start()
     try:
         (tmp_path / "first.py").write_text("x")
@@ -398,16 +404,33 @@ def test_a_queue_overflow_rescans_instead_of_missing_a_save(tmp_path: Path, watc
 # Real limits: inside a user namespace of its own, a process may lower its inotify limits
 # (/proc/sys/user/max_inotify_*), so the kernel itself answers ENOSPC or EMFILE.
 DRIVER = textwrap.dedent("""
-    import json, sys
+    import json, sys, threading, time
+    from devrun.watch.debounce import Debouncer
     from devrun.watch.patterns import Matcher
     from devrun.watch.watcher import Watcher
     def out(*parts):
         print(json.dumps(parts), flush=True)
-    w = Watcher(lambda app, batch: out("batch", app, list(batch.paths)), lambda app, text: out("notice", app, text))
-    w.add("app", Matcher(sys.argv[1], ["**/*.py"]), 0.05)
+    woken, done = threading.Event(), threading.Event()
+    w = Watcher(woken.set, lambda app, text: out("notice", app, text))
+    debouncer = Debouncer()
+    debouncer.set_delay("app", 0.05)
+    w.add("app", Matcher(sys.argv[1], ["**/*.py"]))
     w.start()
-    out("ready", w.watch_count("app"))
-    sys.stdin.readline()
+    out("ready")
+    def read_stdin():
+        sys.stdin.readline()
+        done.set()
+        woken.set()
+    threading.Thread(target=read_stdin, daemon=True).start()
+    while not done.is_set():  # the runner's loop in miniature
+        due_at = debouncer.next_deadline()
+        woken.wait(None if due_at is None else max(0.0, due_at - time.monotonic()))
+        woken.clear()  # before draining: a change reported after the drain wakes it again
+        now = time.monotonic()
+        for key, path, code in w.drain():
+            debouncer.add(key, path, code, now)
+        for app, batch in debouncer.due(time.monotonic()):
+            out("batch", app, list(batch.paths))
     w.stop()
 """)
 
@@ -477,6 +500,7 @@ def driver() -> Iterator[Callable[[list[str], Path], Driver]]:
         d.close()
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("unshare") is None, reason="Linux user namespaces")
 def test_out_of_inotify_watches_for_real_polls_the_rest(tmp_path: Path, driver) -> None:
     """With 10 watches allowed and 61 folders: the kernel answers ENOSPC. The old watcher's
@@ -494,6 +518,7 @@ def test_out_of_inotify_watches_for_real_polls_the_rest(tmp_path: Path, driver) 
     d.wait("batch", "p29/new/n.py")
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("unshare") is None, reason="Linux user namespaces")
 def test_no_inotify_instance_left_polls_everything(tmp_path: Path, driver) -> None:
     """The old watcher raised OSError(24) from `Watcher()` (watchdog's InotifyObserver)."""
@@ -505,6 +530,7 @@ def test_no_inotify_instance_left_polls_everything(tmp_path: Path, driver) -> No
     d.wait("batch", "p1/q1/x.py")
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("setpriv") is None, reason="setpriv")
 def test_folders_without_permission_are_skipped_quietly(tmp_path: Path, driver) -> None:
     """As root without capabilities (setpriv), a mode-000 folder gives EACCES for real."""
@@ -534,7 +560,7 @@ def test_the_watchdog_observer_path_keeps_working(tmp_path: Path, watcher) -> No
 
     (tmp_path / "node_modules" / "x").mkdir(parents=True)
     w, got, _ = watcher(observer=Observer())
-    w.add("app", Matcher(tmp_path, ["**/*.py"]), 0.05)
+    w.add("app", Matcher(tmp_path, ["**/*.py"]))
     w.start()
     assert set(w.apps["app"].watches) == {str(tmp_path)}
     outside = tmp_path.parent / (tmp_path.name + "-outside")

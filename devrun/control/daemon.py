@@ -18,20 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devrun import statefiles
-from devrun.control import server as control
+from devrun.control import client, protocol
+from devrun.control.protocol import AlreadyRunning
+from devrun.events import AppStatus
 
 STATE_DIR = statefiles.STATE_DIR
 PID_FILE = "runner.pid"
 RUNNER_LOG = "runner.log"
 LOG_DIR = "logs"
-
-
-class AlreadyRunning(Exception):
-    def __init__(self, pid: int | None, config: Path):
-        self.pid = pid
-        who = f"pid {pid}" if pid else "another process"
-        super().__init__(f"already running for {config} ({who}); "
-                         "`devrun status` shows it, `devrun down` stops it")
 
 
 def state_dir(config_file: Path) -> Path:
@@ -41,7 +35,7 @@ def state_dir(config_file: Path) -> Path:
 
 
 def socket_path(config_file: Path) -> Path:
-    return control.socket_path(state_dir(config_file))
+    return protocol.socket_path(state_dir(config_file))
 
 
 class RunnerLock:
@@ -61,7 +55,7 @@ class RunnerLock:
         except BlockingIOError:
             pid = _read_pid_fd(fd)
             os.close(fd)
-            raise AlreadyRunning(pid, self.config_file) from None
+            raise AlreadyRunning.for_config(pid, self.config_file) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -111,6 +105,57 @@ def running_pid(config_file: Path) -> int | None:
         os.close(fd)
 
 
+def wait_stopped(config_file: Path, timeout: float) -> bool:
+    """Whether the runner for this config is gone, waiting for it up to timeout seconds."""
+    end = time.monotonic() + timeout
+    while running_pid(config_file) and time.monotonic() < end:
+        time.sleep(0.05)
+    return not running_pid(config_file)
+
+
+def up_detached(config_file: Path, apps: list[str]) -> int:
+    """`devrun up -d`: start the runner in the background, wait for its apps, say how they are;
+    the exit status."""
+    pid = running_pid(config_file)
+    if pid:
+        print(f"devrun: {AlreadyRunning.for_config(pid, config_file)}", file=sys.stderr)
+        return 1
+    path = socket_path(config_file)
+
+    def settled() -> tuple[bool, str]:
+        status = client.request(path, "status", timeout=2)
+        apps = status.get("apps", []) if isinstance(status, dict) else []
+        states = [a.get("state") for a in apps if isinstance(a, dict)]
+        return bool(states) and not any(s in (AppStatus.STARTING, AppStatus.RELOADING) for s in states), ""
+
+    pid, problem = detach(["up", "--no-dashboard", "--detached", "-c", str(config_file), *apps],
+                          config_file, settled)
+    if problem:
+        print(f"devrun: the runner (pid {pid}) did not come up:\n{problem}", file=sys.stderr)
+        return 1
+    # Exit 1 when an app is not up, though the runner stays: it picks up the fix by itself.
+    try:
+        status = client.ask(path, "status")
+        if not isinstance(status, dict):
+            raise protocol.ControlError(f"its status is not a JSON object but {type(status).__name__}")
+    except protocol.ControlError as exc:
+        print(f"devrun: the runner (pid {pid}) started, but did not answer: {exc}; `devrun status` asks again",
+              file=sys.stderr)
+        return 1
+    print(f"devrun: running in the background (pid {status.get('pid', pid)}); "
+          "`devrun status`, `devrun logs -f`, `devrun attach`, `devrun down`")
+    failed = 0
+    for app in status.get("apps", []):
+        line = f"  {app.get('name')}: {app.get('state')} {app.get('url')}"
+        if app.get("state") != AppStatus.READY:
+            failed += 1
+            line += f" ({app.get('error') or 'see `devrun logs ' + str(app.get('name')) + '`'})"
+        print(line)
+    if failed:
+        print("devrun: the runner keeps running and reloads on a fix; `devrun down` stops it")
+    return 1 if failed else 0
+
+
 def detach(argv: list[str], config_file: Path, ready: Callable[[], tuple[bool, str]],
            timeout: float = 60.0) -> tuple[int, str]:
     """Start `devrun up` in its own session, with no terminal and its output in
@@ -128,7 +173,7 @@ def detach(argv: list[str], config_file: Path, ready: Callable[[], tuple[bool, s
     while time.monotonic() < end:
         if proc.poll() is not None:
             return proc.pid, _tail(log_path)
-        with contextlib.suppress(control.ControlError):
+        with contextlib.suppress(protocol.ControlError):
             done, _ = ready()
             if done:
                 return proc.pid, ""

@@ -1,136 +1,90 @@
-"""Per-app log files in the `.devrun/` folder: `<app>.log`, rotated to `<app>.log.1` ... `.N`.
-
-Writing is the standard library's `RotatingFileHandler` (rotation happens before a line that
-would overflow, so a line is never split across files), with two changes: files are created
-0600, and the size bound counts bytes and never rotates an empty file. Reading (`tail`,
-`follow`) identifies files by inode, not by name, because a rotation renames every file.
+"""Reading the per-app log files that devrun.views.logview writes: `tail`, `follow`, and
+`devrun logs`, which merges several apps' lines by time. Files are identified by inode, not by
+name, because a rotation renames every file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import re
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
-from devrun import statefiles
+from devrun.views.logview import LOG_NAME, check_name, log_path
 
-_LOG_NAME = re.compile(r"(?P<app>.+)\.log(?:\.(?P<n>[1-9][0-9]*))?")
 _CHUNK = 64 * 1024
 
 
-def _check_name(app: str) -> None:
-    # config checks names too; this one guards names typed on the command line (`logs ../x`).
-    statefiles.check_name(app)
+def show(folder: Path, apps: list[str], n: int, keep_following: bool) -> int:
+    """`devrun logs`: the last n lines of the apps (none named: every app with logs) merged by
+    time, then, when keep_following, every new line until Ctrl-C. The exit status."""
+    logged = apps_with_logs(folder)
+    apps = apps or logged
+    if not apps:
+        print(f"devrun: no app has logged anything yet in {folder}", file=sys.stderr)
+        return 1
+    unknown = [a for a in apps if a not in logged and not keep_following]
+    if unknown:
+        print(f"devrun: no logs for {', '.join(unknown)}; apps with logs: {', '.join(logged) or 'none'}",
+              file=sys.stderr)
+        return 1
+    width = max(len(a) for a in apps)
+    try:
+        lines = [(line, app) for app in apps for line in tail(folder, app, n)]
+    except ValueError as exc:  # a name that could not be a log file's (`../x`)
+        print(f"devrun: {exc}", file=sys.stderr)
+        return 1
+    lines.sort(key=lambda item: item[0][:23])  # by the time each line starts with
+    for line, app in lines[len(lines) - n:] if n > 0 else []:
+        print(f"{app:<{width}} | {line}")
+    if not keep_following:
+        return 0
+    sys.stdout.flush()
+    return _follow_all(folder, apps, width)
 
 
-def _one_line(line: str) -> str:
-    # One call must stay one line for the readers, who split on "\n" only.
-    return line.replace("\r", "\\r").replace("\n", "\\n")
+def _follow_all(folder: Path, apps: list[str], width: int) -> int:
+    stop = threading.Event()
+    new: queue.Queue[tuple[str, str | None]] = queue.Queue()
 
+    def read(app: str) -> None:
+        try:
+            for line in follow(folder, app, stop.is_set):
+                new.put((app, line))
+        except (OSError, ValueError) as exc:  # said by the main thread, which then ends
+            new.put((f"cannot follow the log of {app}: {exc}", None))
 
-class _Handler(RotatingFileHandler):
-    def _open(self) -> TextIO:
-        # Also called by doRollover for each new file, so every file the handler makes is 0600
-        # (a file left by an older run with looser bits is tightened). Only the runner writes
-        # log files: a symlink in their place is replaced, its target never appended to.
-        fd = statefiles.open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                                     replace_link=True)
-        return open(fd, "a", encoding=self.encoding, errors=self.errors)
-
-    def shouldRollover(self, record: logging.LogRecord) -> bool:
-        # The stdlib counts characters, not bytes, and would rotate an empty file to make room
-        # for a line longer than max_bytes (pushing out a backup for nothing): such a line gets
-        # a file of its own instead. The stream is flushed after every line, so st_size is exact.
-        if self.stream is None:
-            self.stream = self._open()
-        size = os.fstat(self.stream.fileno()).st_size
-        line = (self.format(record) + self.terminator).encode(self.encoding or "utf-8", self.errors or "strict")
-        return size > 0 and size + len(line) > self.maxBytes
-
-
-class AppLogs:
-    """The log files of every app: each at most max_bytes (unless one line is longer), plus
-    `backups` rotated files."""
-
-    def __init__(self, folder: Path, max_bytes: int = 1_000_000, backups: int = 3) -> None:
-        # backups=0 would make the stdlib reopen the full file in append mode: no bound at all.
-        if max_bytes < 1 or backups < 1:
-            raise ValueError("max_bytes and backups must be at least 1")
-        self.folder = folder
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self._handlers: dict[str, _Handler] = {}
-        self._lock = threading.Lock()
-        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        statefiles.private_dir(folder)
-
-    def write(self, app: str, line: str) -> None:
-        """Append one line (a newline is added; newlines inside it are escaped)."""
-        record = logging.makeLogRecord({"name": app, "msg": _one_line(line)})  # no args: "%" stays as is
-        self._handler(app).handle(record)
-
-    def close(self) -> None:
-        with self._lock:
-            handlers, self._handlers = list(self._handlers.values()), {}
-        for handler in handlers:
-            handler.close()
-
-    def _handler(self, app: str) -> _Handler:
-        with self._lock:
-            handler = self._handlers.get(app)
-            if handler is None:
-                _check_name(app)
-                # Used directly, never added to a logger: the app's output must not reach
-                # devrun's own logging, nor the root logger's handlers.
-                handler = _Handler(
-                    self.folder / f"{app}.log", maxBytes=self.max_bytes, backupCount=self.backups,
-                    encoding="utf-8", errors="backslashreplace", delay=True,
-                )
-                handler.setFormatter(logging.Formatter("%(message)s"))
-                self._handlers[app] = handler
-            return handler
-
-
-def stamp(at: float) -> str:
-    """A log line's time: sortable text, so `devrun logs` can merge several apps' files."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
-
-
-class LogView:
-    """A view: each app's lifecycle, request and output lines, with their time, in its log file."""
-
-    def __init__(self, logs: AppLogs) -> None:
-        self.logs = logs
-
-    def handle(self, event: object) -> None:
-        from devrun.events import Event
-        from devrun.views.plainlog import describe
-
-        if not isinstance(event, Event) or not event.app:
-            return
-        text = describe(event)
-        if text is not None:
-            with contextlib.suppress(ValueError, OSError):  # a full disk must not stop the runner
-                self.logs.write(event.app, f"{stamp(event.at)} {text.plain}")
+    for app in apps:
+        threading.Thread(target=read, args=(app,), daemon=True).start()
+    try:
+        while True:
+            try:  # in short steps, for the same reason as attach's _wait (control/attach.py)
+                app, text = new.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if text is None:
+                print(f"devrun: {app}", file=sys.stderr)
+                return 1
+            print(f"{app:<{width}} | {text}", flush=True)
+    except KeyboardInterrupt:
+        stop.set()
+        return 0
 
 
 def log_files(folder: Path, app: str) -> list[Path]:
     """The app's existing log files, oldest first: `app.log.3`, ..., `app.log.1`, `app.log`."""
-    _check_name(app)
+    check_name(app)
     numbered: list[tuple[int, Path]] = []
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
     for entry in entries:
-        m = _LOG_NAME.fullmatch(entry.name)
+        m = LOG_NAME.fullmatch(entry.name)
         if m and m["app"] == app and entry.is_file(follow_symlinks=False):
             numbered.append((int(m["n"] or 0), Path(entry.path)))
     return [path for _, path in sorted(numbered, key=lambda item: -item[0])]
@@ -144,10 +98,10 @@ def apps_with_logs(folder: Path) -> list[str]:
         return []
     names: set[str] = set()
     for entry in entries:
-        m = _LOG_NAME.fullmatch(entry.name)
+        m = LOG_NAME.fullmatch(entry.name)
         if m and entry.is_file(follow_symlinks=False):
             try:
-                _check_name(m["app"])
+                check_name(m["app"])
             except ValueError:
                 continue
             names.add(m["app"])
@@ -256,7 +210,7 @@ class _Reader:
 def _next_file(folder: Path, app: str, reader: _Reader | None) -> _Reader | None:
     """The file written after the reader's, once the reader's was rotated (the oldest one if
     there is no reader, or its file was rotated out); None while there is none yet."""
-    current = folder / f"{app}.log"
+    current = log_path(folder, app)
     if reader is not None and _inode(current) in (reader.inode, None):
         return None  # still the file being written, or the next one is not created yet
     for _ in range(5):
@@ -272,13 +226,13 @@ def _next_file(folder: Path, app: str, reader: _Reader | None) -> _Reader | None
             ours = next((p for p in log_files(folder, app) if _inode(p) == reader.inode), None)
             if ours is None:
                 continue  # it moved while we looked
-            m = _LOG_NAME.fullmatch(ours.name)
+            m = LOG_NAME.fullmatch(ours.name)
             n = int(m["n"] or 0) if m else 0
             if n == 0:
                 return None
             # The successor is the file one name newer, never merely the next one listed: in the
             # middle of a rotation that name may be empty for a moment, and the listing skips it.
-            successor = folder / (f"{app}.log.{n - 1}" if n > 1 else f"{app}.log")
+            successor = log_path(folder, app, n - 1)
         inode = _inode(successor)
         if inode is None:
             return None  # in the middle of a rotation: look again at the next poll

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from devrun import events
-from devrun.control.server import ControlError
+from devrun.control.protocol import ControlError
+from devrun.events import AppStatus
 from devrun.views.appstate import AppState, follow_apps
 
 # Events replayed to a dashboard that attaches: at most this many, and this many bytes as sent
@@ -32,7 +33,7 @@ SUBSCRIBER_BYTES = 4 * 1024 * 1024
 COMMAND_WAIT = 10.0
 HEARTBEAT = 5.0
 
-Post = Callable[[object], None]
+Post = Callable[[events.Command], None]  # to the runner's main thread: the only one that acts
 
 
 def _row(app: AppState, now: float) -> dict[str, Any]:
@@ -115,7 +116,7 @@ class RemoteView:
     def _update(self, event: events.Event) -> None:
         if isinstance(event, events.AppsChanged):
             self.order = [name for name, _ in event.apps]
-            self.apps = follow_apps(self.apps, event)
+            self.apps = follow_apps(self.apps, event, AppState)
             self.config_problems = []
         elif isinstance(event, events.ConfigRejected):
             self.config_problems = list(event.problems)
@@ -148,7 +149,7 @@ class RemoteView:
                 raise ControlError(f"no app named {', '.join(unknown)}; apps: {', '.join(known)}")
             with self.lock:
                 states = {n: self.apps[n].state for n in names or known if n in self.apps}
-            if verb == "start" and names and all(states.get(n) not in ("stopped", None) for n in names):
+            if verb == "start" and names and all(states.get(n) not in (AppStatus.STOPPED, None) for n in names):
                 raise ControlError(f"already running: {', '.join(names)}")
             done = [threading.Event() for _ in names or [None]]
             for name, event in zip(names or [None], done, strict=True):
@@ -176,8 +177,8 @@ class RemoteView:
                 return
             if self.info.get("pin") and not send(events.to_dict(events.Notice("", f"PIN: {self.info['pin']}"))):
                 return
-            for item in past:
-                if not send(item):
+            for old in past:
+                if not send(old):
                     return
             while True:
                 try:

@@ -1,13 +1,5 @@
-"""The local control channel of a running devrun: `status`, `logs`, `restart`, `down`... from
-other terminals.
-
-One request per connection, one line of JSON each way, over an AF_UNIX stream socket:
-
-    -> {"v": 1, "verb": "status", "args": {}}
-    <- {"v": 1, "ok": true, "result": ...}      or      {"v": 1, "ok": false, "error": "..."}
-
-A streaming verb (`logs -f`, `attach`) answers with any number of
-`{"v": 1, "ok": true, "event": {...}}` lines instead, until either side closes.
+"""The runner's end of the control channel: `ControlServer` answers `status`, `logs`, `restart`,
+`down`... from other terminals (the framing and the errors are in protocol.py).
 
 Only the owner gets in: the socket file is 0600, in `.devrun/` or in a 0700 folder of ours,
 and every peer's uid is checked too. The verbs are exactly the keys of the mappings the runner
@@ -20,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import logging
 import os
@@ -36,14 +26,18 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from devrun.control.protocol import (
+    MAX_REQUEST,
+    PROTOCOL,
+    AlreadyRunning,
+    ControlError,
+    encode,
+    encode_error,
+)
 from devrun.statefiles import open_private
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = 1
-MAX_REQUEST = 64 * 1024
-# Replies come from our own runner, so this only stops a broken one from eating the client's memory.
-MAX_REPLY = 16 * 1024 * 1024
 MAX_CONNECTIONS = 32
 # A client that connects and says nothing must not hold a thread for long; and when every slot
 # is taken, the one that has waited longest without a complete request line gives its slot up.
@@ -52,84 +46,14 @@ EVICT_WAIT = 1.0
 BACKLOG = 128  # connections waiting to be accepted, beyond the ones being served
 # A stream client that stops reading (a frozen terminal) counts as gone after this.
 SEND_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 5.0
-# sun_path holds 108 bytes on Linux and 104 on macOS, the final NUL included.
-MAX_SOCKET_PATH = 100
 
 Handler = Callable[[dict[str, Any]], Any]
 Send = Callable[[dict[str, Any]], bool]
 Stream = Callable[[dict[str, Any], Send], None]
 
 
-class ControlError(Exception):
-    """The control channel failed, or the runner refused the request; the text says why."""
-
-
-class NotRunning(ControlError):
-    pass
-
-
-class AlreadyRunning(ControlError):
-    pass
-
-
-class UnsafeFolder(ControlError):
-    pass
-
-
-class Busy(ControlError):
-    """Every connection slot of the runner is taken by a conversation in progress."""
-
-
 class _BadRequest(Exception):
     pass
-
-
-def socket_path(state_dir: Path) -> Path:
-    """Where the control socket of the project whose state folder is state_dir lives.
-
-    `state_dir/control.sock` when that path fits in a socket address; otherwise a name derived
-    from state_dir in a private per-user folder whose path is short whatever the project's is.
-    """
-    state_dir = state_dir.resolve()
-    direct = state_dir / "control.sock"
-    if len(os.fsencode(direct)) <= MAX_SOCKET_PATH:
-        return direct
-    name = hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16] + ".sock"
-    runtime = _runtime_dir()
-    if runtime is not None and len(os.fsencode(runtime / "devrun" / name)) <= MAX_SOCKET_PATH:
-        folder = runtime / "devrun"
-    else:
-        folder = Path("/tmp") / f"devrun-{os.geteuid()}"
-    _make_private(folder)
-    return folder / name
-
-
-def _runtime_dir() -> Path | None:
-    value = os.environ.get("XDG_RUNTIME_DIR", "")
-    if not os.path.isabs(value):
-        return None
-    try:
-        st = os.stat(value)
-    except OSError:
-        return None
-    # The variable comes from the environment: only a folder of ours is as private as it claims.
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or not os.access(value, os.W_OK | os.X_OK):
-        return None
-    return Path(value)
-
-
-def _make_private(folder: Path) -> None:
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder, 0o700)
-    # lstat: a symlink planted in /tmp by someone else must not be followed.
-    st = os.lstat(folder)
-    uid = os.geteuid()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
-        raise UnsafeFolder(
-            f"{folder} must be a folder (not a symlink) owned by uid {uid} with mode 0700, and it is not;"
-            " another user may have created it: remove it, or set XDG_RUNTIME_DIR to a private folder"
-        )
 
 
 def probe(path: Path, timeout: float = 1.0) -> bool:
@@ -153,19 +77,7 @@ def _peer_uid(conn: socket.socket) -> int | None:
         return None
     # struct ucred: pid_t, uid_t, gid_t.
     _pid, uid, _gid = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("iII")))
-    return uid
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    # ensure_ascii escapes every newline inside strings, so one message is always one line.
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-def _error(text: str, code: str | None = None) -> bytes:
-    message: dict[str, Any] = {"v": PROTOCOL, "ok": False, "error": text}
-    if code:
-        message["code"] = code  # for clients to act on (retry when "busy"); the text is for people
-    return _encode(message)
+    return int(uid)
 
 
 class ControlServer:
@@ -341,7 +253,7 @@ class ControlServer:
                 return  # connected and left without a word: a probe
             verb, args = self._parse(line)
         except _BadRequest as exc:
-            conn.sendall(_error(str(exc)))
+            conn.sendall(encode_error(str(exc)))
             return
         conn.settimeout(SEND_TIMEOUT)
         if verb in self._streams:
@@ -374,12 +286,12 @@ class ControlServer:
 
     def _call(self, conn: socket.socket, verb: str, args: dict[str, Any]) -> None:
         try:
-            reply = _encode({"v": PROTOCOL, "ok": True, "result": self._handlers[verb](args)})
+            reply = encode({"v": PROTOCOL, "ok": True, "result": self._handlers[verb](args)})
         except ControlError as exc:
-            reply = _error(str(exc))  # a refusal the handler meant, such as an unknown app
+            reply = encode_error(str(exc))  # a refusal the handler meant, such as an unknown app
         except Exception as exc:
             log.exception("control verb %r failed", verb)
-            reply = _error(str(exc) or type(exc).__name__)
+            reply = encode_error(str(exc) or type(exc).__name__)
         conn.sendall(reply)
 
     def _stream(self, conn: socket.socket, verb: str, args: dict[str, Any]) -> None:
@@ -388,7 +300,7 @@ class ControlServer:
 
         def send(event: dict[str, Any]) -> bool:
             nonlocal gone
-            data = _encode({"v": PROTOCOL, "ok": True, "event": event})
+            data = encode({"v": PROTOCOL, "ok": True, "event": event})
             # A lock: the stream function may hand send() to whatever thread produces its events.
             with lock:
                 if gone or self._closed.is_set():
@@ -407,7 +319,7 @@ class ControlServer:
                 log.exception("control stream %r failed", verb)
             with lock:
                 if not gone:
-                    conn.sendall(_error(str(exc) or type(exc).__name__))
+                    conn.sendall(encode_error(str(exc) or type(exc).__name__))
         finally:
             # A send() kept by another thread must not write to the socket once it is closed.
             with lock:
@@ -417,7 +329,7 @@ class ControlServer:
 def _refuse(conn: socket.socket, text: str, code: str | None = None) -> None:
     with conn, contextlib.suppress(OSError):
         conn.settimeout(1.0)
-        conn.sendall(_error(text, code))
+        conn.sendall(encode_error(text, code))
 
 
 def _read_request(conn: socket.socket) -> bytes | None:
@@ -473,101 +385,3 @@ def _clear_stale(path: Path) -> None:
         raise AlreadyRunning(f"a devrun runner already answers on {path}")
     # Left by a runner that was killed: nothing listens there any more.
     os.unlink(path)
-
-
-def request(path: Path, verb: str, timeout: float = 5.0, **args: Any) -> Any:
-    """Ask the runner listening on path; its result, or ControlError with its reason."""
-    with _connect(path, timeout) as sock:
-        _send_request(sock, verb, args)
-        try:
-            with sock.makefile("rb") as reader:
-                reply = _read_reply(reader)
-        except TimeoutError:
-            raise ControlError(f"no reply from the runner within {timeout:g} s") from None
-        except OSError as exc:
-            raise ControlError(f"lost the connection to the runner: {exc}") from None
-    if reply is None:
-        raise ControlError("the runner closed the connection without a reply")
-    if "result" not in reply:
-        raise ControlError(f"{verb!r} is a streaming verb: read it with stream()")
-    return reply["result"]
-
-
-def stream(path: Path, verb: str, **args: Any) -> Iterator[dict[str, Any]]:
-    """The events of a streaming verb until the runner ends the stream; closing the iterator
-    hangs up. Connects on the first next(), so NotRunning is raised from there."""
-    with _connect(path, CONNECT_TIMEOUT) as sock:
-        _send_request(sock, verb, args)
-        sock.settimeout(None)  # events may be hours apart (attach)
-        with sock.makefile("rb") as reader:
-            while True:
-                try:
-                    reply = _read_reply(reader)
-                except OSError as exc:
-                    raise ControlError(f"lost the connection to the runner: {exc}") from None
-                if reply is None:
-                    return
-                if "event" not in reply:
-                    raise ControlError(f"{verb!r} is not a streaming verb: use request()")
-                yield reply["event"]
-
-
-def _connect(path: Path, timeout: float) -> socket.socket:
-    if os.path.islink(path):
-        # devrun never connects through a link: the socket path it computes is the real one, and
-        # a link there came with the project (`down` sent through it would reach any runner).
-        raise ControlError(f"{path} is a symlink, not a runner's socket; remove it (a runner, once "
-                           "started, replaces it)")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        _connect_waiting(sock, path, timeout)
-    except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
-        sock.close()
-        raise NotRunning(f"no devrun runner is running here (nothing answers on {path})") from None
-    except OSError as exc:
-        sock.close()
-        raise ControlError(f"cannot reach the runner on {path}: {exc.strerror or exc}") from None
-    return sock
-
-
-def _connect_waiting(sock: socket.socket, path: Path, timeout: float) -> None:
-    """connect(), waiting up to timeout while the listen backlog is full: a Unix socket says
-    EAGAIN at once then (a blocking one would wait), and the runner is alive, only busy."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            sock.connect(os.fspath(path))
-            return
-        except BlockingIOError:
-            if time.monotonic() >= end:
-                raise
-            time.sleep(0.02)
-
-
-def _send_request(sock: socket.socket, verb: str, args: dict[str, Any]) -> None:
-    data = _encode({"v": PROTOCOL, "verb": verb, "args": args})
-    if len(data) > MAX_REQUEST + 1:
-        raise ControlError(f"request too long: the limit is {MAX_REQUEST} bytes")
-    # A runner that refuses us (another user, too busy) answers and hangs up without reading:
-    # its reply, read next, says why.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        sock.sendall(data)
-
-
-def _read_reply(reader: io.BufferedReader) -> dict[str, Any] | None:
-    line = reader.readline(MAX_REPLY + 1)
-    if not line:
-        return None
-    if not line.endswith(b"\n"):
-        raise ControlError("the runner's reply was cut off or too long")
-    try:
-        reply = json.loads(line)
-    except (ValueError, RecursionError):
-        raise ControlError("the runner's reply is not JSON") from None
-    if not isinstance(reply, dict) or type(reply.get("v")) is not int or reply["v"] != PROTOCOL:
-        raise ControlError(f"the runner speaks another protocol than version {PROTOCOL}: restart it")
-    if not reply.get("ok"):
-        error = Busy if reply.get("code") == "busy" else ControlError
-        raise error(str(reply.get("error") or "the runner refused without saying why"))
-    return reply

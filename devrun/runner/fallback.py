@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 
 from devrun.loopback import LOOPBACK, REFUSAL_STATUS, REFUSED_TEXT
-from devrun.worker.livereload import EVENTS_PATH, PREFIX, sse
+from devrun.wire import EVENTS_PATH, PREFIX, sse
 
 # A page with live reload that reconnects meanwhile is told to reload: onto this page, which
 # says what is wrong and reloads itself until the app is back.

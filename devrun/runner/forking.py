@@ -26,9 +26,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
-from devrun import statefiles
+from devrun import statefiles, wire
 from devrun.config import App
 from devrun.runner import generation as process
 from devrun.runner.generation import ForkedChild, Generation, Post
@@ -42,7 +43,15 @@ FORK_WAIT = 0.25
 # A server that has not answered a fork by then is hung (a library's at-fork hook, a deadlock):
 # replaced in the background, its app spawning meanwhile.
 FORK_TIMEOUT = 5.0
-MAX_TAINTS = 8
+# Deaths (or hangs) of an app's fork servers after which it spawns for the rest of the run.
+MAX_SERVER_DEATHS = 8
+
+
+class ServerState(Enum):
+    STARTING = "starting"  # preloading
+    READY = "ready"
+    TAINTED = "tainted"  # a preload started a thread or imported project code: replaced without it
+    GONE = "gone"
 
 
 class ForkServerGone(Exception):
@@ -76,7 +85,7 @@ class ForkServer:
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], preload: list[str]):
         self.app = app
         self.preload = preload
-        self.state = "starting"  # starting | ready | tainted | gone
+        self.state = ServerState.STARTING
         self.taint: tuple[str, str] | None = None
         # What it has imported once ready: what it was asked to preload, what that pulled in, and
         # its own modules, which its generations report among their imports too.
@@ -108,7 +117,7 @@ class ForkServer:
         threading.Thread(target=self._reap, name=f"devrun-{app.name}-forkserver", daemon=True).start()
         roots = [str(app.root), *Matcher(app.root, app.config.watch).roots]
         try:
-            self._send({"preload": preload, "project_roots": roots})
+            self._send(wire.Hello(tuple(preload), tuple(roots)))
         except ForkServerGone:
             self.close()
             raise
@@ -117,19 +126,20 @@ class ForkServer:
         self.proc.wait()
         process.known_pids.discard(self.proc.pid)
 
-    def _send(self, msg: dict[str, object], fds: list[int] | None = None) -> None:
-        data = json.dumps(msg).encode() + b"\n"
+    def _send(self, msg: wire.Message, fds: list[int] | None = None) -> None:
+        data = wire.encode(msg)
         try:
             if fds:
                 socket.send_fds(self.sock, [data], fds)
             else:
                 self.sock.sendall(data)
         except OSError as exc:
-            self.state = "gone"
+            self.state = ServerState.GONE
             raise ForkServerGone(str(exc)) from None
 
-    def _reply(self, timeout: float) -> dict[str, object] | None:
-        """The next JSON line from the server; None if none arrived within timeout."""
+    def _reply(self, timeout: float) -> wire.Message | None:
+        """The server's next message; None if none arrived within timeout. Anything that is not
+        one of the protocol's messages means the server is broken: gone."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
             # poll, not select: select() cannot take an fd above FD_SETSIZE (1024).
@@ -142,30 +152,34 @@ class ForkServer:
             except OSError:  # reset: the server died with our request unread
                 chunk = b""
             if not chunk:
-                self.state = "gone"
+                self.state = ServerState.GONE
                 raise ForkServerGone("the fork server exited")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
+        message = wire.decode(line)
+        if message is None:
+            self.state = ServerState.GONE
+            raise ForkServerGone("the fork server said something that is not the protocol")
+        return message
 
-    def poll(self) -> str:
+    def poll(self) -> ServerState:
         """Non-blocking: has it finished preloading?"""
-        if self.state == "starting":
+        if self.state is ServerState.STARTING:
             try:
                 reply = self._reply(0)
-            except (ForkServerGone, ValueError):
-                self.state = "gone"
+            except ForkServerGone:
+                self.state = ServerState.GONE
                 return self.state
-            if reply is not None:
-                if "tainted" in reply:
-                    self.taint = (str(reply["tainted"]), str(reply["module"]))
-                    self.state = "tainted"
-                else:
-                    modules = reply.get("modules")
-                    self.loaded = {str(m) for m in modules} if isinstance(modules, list) else set()
-                    self.state = "ready"
-        if self.state == "ready" and self.proc.poll() is not None:
-            self.state = "gone"
+            if isinstance(reply, wire.Tainted):
+                self.taint = (reply.culprit, reply.module)
+                self.state = ServerState.TAINTED
+            elif isinstance(reply, wire.ServerReady):
+                self.loaded = set(reply.modules)
+                self.state = ServerState.READY
+            elif reply is not None:
+                self.state = ServerState.GONE
+        if self.state is ServerState.READY and self.proc.poll() is not None:
+            self.state = ServerState.GONE
         return self.state
 
     def ask(self, listener: socket.socket) -> None:
@@ -174,10 +188,8 @@ class ForkServer:
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
         control_r, control_w = process.control_pipe()
-        try:
-            # What the server reads of it is the fds' numbers; the spare's real spec comes later.
-            spec = {**process.generation_spec(self.app, 0, listener), "report_modules": True}
-            self._send({"fork": spec}, [event_w, out_w, listener.fileno(), control_r])
+        try:  # the spare's spec comes later, on its control pipe
+            self._send(wire.Fork(), [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
             for fd in (event_r, out_r, control_w):
                 os.close(fd)
@@ -192,29 +204,30 @@ class ForkServer:
         """The spare asked for, once the server has answered (None while it has not)."""
         asked = self.asked
         assert asked is not None
+        reply: wire.Message | None
         try:
             reply = self._reply(timeout)
-        except (ForkServerGone, ValueError):
-            reply = {}
+        except ForkServerGone:
+            reply = wire.ForkFailed("it exited")
         if reply is None:
             return None
         self.asked = None
-        pid = reply.get("pid")
-        if not isinstance(pid, int) or pid <= 0:
+        if not isinstance(reply, wire.Forked) or reply.pid <= 0:
             asked.release()
-            self.state = "gone"
-            if "stale" in reply:
-                raise Stale(str(reply["stale"]))
-            raise ForkServerGone(str(reply.get("failed") or "it exited"))
-        child = ForkedChild(pid, asked.out_r)
-        return process.watch(Generation(self.app.name, 0, child, control=asked.control_w), asked.event_r, post)
+            self.state = ServerState.GONE
+            if isinstance(reply, wire.ServerStale):
+                raise Stale(reply.path)
+            raise ForkServerGone(reply.why if isinstance(reply, wire.ForkFailed) and reply.why else "it exited")
+        child = ForkedChild(reply.pid, asked.out_r)
+        spare = Generation(self.app.name, 0, child, control_fd=asked.control_w)
+        return process.start_readers(spare, asked.event_r, post)
 
     def close(self) -> None:
         """Retire it. Its generations live on (each has left the server's session before its
         pid is reported); the server holds nothing worth a graceful exit and may be deep in
         preloading or stuck in a fork, so its whole group is killed: a half-forked child of
         a server that stopped answering may hold the app's listening socket."""
-        self.state = "gone"
+        self.state = ServerState.GONE
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.asked is not None:
@@ -256,13 +269,13 @@ class ForkLauncher:
         # generations may still report what they imported, which must not start a server.
         self.closed = False
 
-    def refill(self) -> None:
+    def idle_tick(self) -> None:
         """Fork a spare if there is none (called when the app is idle, never on a reload's path)."""
         if self.closed or (self.spare is not None and not self.spare.exited):
             return
         self._promote_next()
         server = self.server
-        if self.post is None or server is None or server.poll() != "ready":
+        if self.post is None or server is None or server.poll() is not ServerState.READY:
             return
         self._fork(server, self.post, spawning=False)
 
@@ -270,7 +283,7 @@ class ForkLauncher:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
         answer, until FORK_WAIT after the ask at most, and not at all on a server that missed
         that once. Main thread only, so every app waits meanwhile: about 10 ms. A late answer is
-        picked up by a later call (refill runs on every tick while the app is idle). A server
+        picked up by a later call (idle_tick runs on every tick while the app is idle). A server
         that failed, or has not answered in FORK_TIMEOUT, is replaced (spawning: the generation
         being started is spawned instead, which is said)."""
         try:
@@ -310,9 +323,9 @@ class ForkLauncher:
         if spare is None:
             return None
         # It checks for stale preloads itself (see stale()): no round trip to the server here.
-        spec = {**process.generation_spec(self.app, number, listener, pin_failures), "report_modules": True}
+        spec = process.generation_spec(self.app, number, listener, pin_failures, report_modules=True)
         spare.number = number
-        if not spare.tell({"spec": spec}):
+        if not spare.tell(wire.Become(spec)):
             self._drop(spare)
             return None
         return spare
@@ -322,7 +335,7 @@ class ForkLauncher:
         next refill forks another instead of trusting a dead one)."""
         if gen is not self.spare:
             return False
-        gen.exited = True
+        gen.mark_exited()
         self.spare = None
         return True
 
@@ -337,7 +350,7 @@ class ForkLauncher:
         server = None if self.closed else self.server
         if server is not None:
             state = server.poll()
-            if state == "tainted" and server.taint:
+            if state is ServerState.TAINTED and server.taint:
                 culprit, module = server.taint
                 why = ("started an OS thread (a fork of a threaded process may deadlock)" if module == "thread"
                        else f"imported project module {module}")
@@ -347,11 +360,11 @@ class ForkLauncher:
                 kept = [m for m in server.preload if m != culprit]
                 self._store(kept)
                 self._replace(kept)
-            elif state == "ready":
+            elif state is ServerState.READY:
                 gen = self._adopt_spare(server, post, number, listener, pin_failures)
                 if gen is not None:
                     return gen
-            elif state == "gone":
+            elif state is ServerState.GONE:
                 self._died("it exited")
         return process.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
 
@@ -393,7 +406,7 @@ class ForkLauncher:
                 server.wait(2.0)
 
     def _promote_next(self) -> None:
-        if self.next is not None and self.next.poll() in ("ready", "tainted", "gone"):
+        if self.next is not None and self.next.poll() is not ServerState.STARTING:
             if self.server is not None:
                 self.server.close()
             self.server, self.next = self.next, None
@@ -421,7 +434,7 @@ class ForkLauncher:
         self._drop(self.spare)
         self.spare = None
         self.failures += 1
-        if self.failures > MAX_TAINTS:
+        if self.failures > MAX_SERVER_DEATHS:
             self.notice(f"fork server {what} ({why}) too often; using spawn from now on", "error")
             if self.server is not None:
                 self.server.close()

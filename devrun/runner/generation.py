@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
+import dataclasses
 import os
 import select
 import signal
@@ -22,15 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import IO, Protocol
 
+from devrun import wire
 from devrun.config import App
-from devrun.events import decode_wire
 from devrun.watch.patterns import Matcher
 
 MAX_LINE = 16 * 1024
 # An event line longer than this is not one of ours (the child's own lines are at most
-# events.MAX_WIRE): it is skipped up to its newline instead of being buffered without bound.
+# wire.MAX_WIRE): it is skipped up to its newline instead of being buffered without bound.
 MAX_EVENT_LINE = 64 * 1024
 # After a generation has been reaped, its pipes are read this much longer: lines written just
 # before the exit still arrive, but a process that escaped its group never pins a reader thread.
@@ -41,7 +42,7 @@ POLL_MS = 250
 @dataclass(frozen=True)
 class ChildMessage:
     generation: Generation
-    message: dict
+    message: wire.ChildReport
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class ChildExited:
     returncode: int
 
 
-Post = Callable[[object], None]
+# How a generation's reader threads hand on what they read (to the supervisor that started it).
+Post = Callable[["ChildMessage | ChildOutput | ChildExited"], None]
 
 
 class Child(Protocol):
@@ -86,19 +88,27 @@ class ForkedChild:
             return os.waitstatus_to_exitcode(status)
 
 
+class GenState(Enum):
+    """Where a generation is in its life. It only moves forward, and may skip a step (one that
+    crashes while loading goes straight to EXITED; one retired before it accepted never will)."""
+
+    LOADING = 1  # started: importing the app, then waiting for the go (SIGUSR1)
+    ACCEPTING = 2  # told to accept connections on the app's port
+    CLOSED = 3  # stopped accepting (it said so), or never will: the next one may take over
+    EXITED = 4  # reaped
+
+
 @dataclass(eq=False)
 class Generation:
     app: str
     number: int
     proc: Child
     started: float = field(default_factory=time.monotonic)
-    retired: bool = False  # told to stop: its exit is expected
-    kill_at: float | None = None
-    exited: bool = False
-    closed: bool = False  # stopped accepting (told us so, or exited)
-    going: bool = False  # told to start accepting
-    go_at: float | None = None  # at the latest, even if the previous one never said closed
-    control: int | None = None  # write end of the pipe the child reads our messages from
+    state: GenState = GenState.LOADING
+    told_to_stop: bool = False  # SIGTERM or SIGKILL sent: its exit is expected
+    kill_at: float | None = None  # told to stop and still there then: SIGKILL
+    accept_deadline: float | None = None  # accepts then at the latest, even if the previous one never closed
+    control_fd: int | None = None  # write end of the pipe the child reads our messages from
     reaped_at: float | None = None  # set by the reaper thread: the leader is gone, its pid may be reused
     group_kill_at: float | None = None  # after the leader exited: when what is left in its group dies
     pidfd: int | None = None  # names this very process: a signal through it never hits a reused pid
@@ -108,6 +118,33 @@ class Generation:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def loading(self) -> bool:
+        return self.state is GenState.LOADING
+
+    @property
+    def exited(self) -> bool:
+        return self.state is GenState.EXITED
+
+    @property
+    def done_accepting(self) -> bool:
+        """Stopped accepting, or never will: a successor need not wait for it."""
+        return self.state in (GenState.CLOSED, GenState.EXITED)
+
+    def _advance(self, state: GenState) -> None:
+        if state.value > self.state.value:
+            self.state = state
+
+    def mark_accepting(self) -> None:
+        """It accepts already (a child that went straight to serving)."""
+        self._advance(GenState.ACCEPTING)
+
+    def mark_closed(self) -> None:
+        self._advance(GenState.CLOSED)
+
+    def mark_exited(self) -> None:
+        self._advance(GenState.EXITED)
 
     def signal_group(self, sig: int) -> None:
         # The child leads its own process group; what the app spawned goes down with it. Once the
@@ -119,7 +156,7 @@ class Generation:
     def orphaned(self, kill_at: float) -> None:
         """The leader exited: what it left in its group gets SIGTERM now (a crash never told it)
         and SIGKILL at kill_at at the latest (or at its retirement's deadline, if sooner)."""
-        if not self.retired:
+        if not self.told_to_stop:
             self.signal_group(signal.SIGTERM)
         self.group_kill_at = kill_at if self.kill_at is None else min(kill_at, self.kill_at)
 
@@ -136,48 +173,56 @@ class Generation:
         return False
 
     def retire(self, kill_at: float) -> None:
-        """Ask it to finish in-flight requests and exit; it is killed if still there at kill_at."""
-        if self.exited or self.retired:
+        """Ask it to finish in-flight requests and exit; it is killed if still there at kill_at.
+        One that never accepted has nothing to finish: a successor need not wait for it."""
+        if self.loading:
+            self.mark_closed()
+        if self.exited or self.told_to_stop:
             return
-        self.retired = True
+        self.told_to_stop = True
         self.kill_at = kill_at
         self.signal_group(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.retired = True
+        if self.loading:
+            self.mark_closed()  # it never accepted a connection
+        self.told_to_stop = True
         self.signal_group(signal.SIGKILL)
 
-    def tell(self, message: dict[str, object]) -> bool:
+    def tell(self, message: wire.Message) -> bool:
         """Send the child a message; never blocks (a child too busy to read misses it)."""
-        if self.control is None or self.exited:
+        if self.control_fd is None or self.exited:
             return False
         try:
-            os.write(self.control, json.dumps(message).encode() + b"\n")
+            os.write(self.control_fd, wire.encode(message))
         except (BlockingIOError, BrokenPipeError, OSError):
             return False
         return True
 
     def close_control(self) -> None:
         """Close the control pipe and the pidfd. On the runner's main thread only, as tell()
-        and go() are: closed under them from another thread, the fd number could already name
-        another file."""
-        for fd in (self.control, self.pidfd):
+        and accept() are: closed under them from another thread, the fd number could already
+        name another file."""
+        for fd in (self.control_fd, self.pidfd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.control = self.pidfd = None
+        self.control_fd = self.pidfd = None
 
-    def go(self) -> None:
-        """Let a loaded generation start accepting connections."""
-        if not self.going and not self.exited:
-            self.going = True
-            # SIGUSR1's default action kills: sent to a reaped child's reused pid, it would hit a
-            # stranger, so it goes through the pidfd where there is one.
-            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-                if self.pidfd is not None:
-                    signal.pidfd_send_signal(self.pidfd, signal.SIGUSR1)
-                elif self.reaped_at is None:
-                    os.kill(self.proc.pid, signal.SIGUSR1)
+    def accept(self) -> None:
+        """Let a loaded generation start accepting connections (SIGUSR1)."""
+        if self.loading:
+            self._advance(GenState.ACCEPTING)
+            self._signal_leader(signal.SIGUSR1)
+
+    def _signal_leader(self, sig: int) -> None:
+        # SIGUSR1's default action kills: sent to a reaped child's reused pid, it would hit a
+        # stranger, so it goes through the pidfd where there is one.
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            elif self.reaped_at is None:
+                os.kill(self.proc.pid, sig)
 
 
 _lifeline: tuple[int, int] | None = None
@@ -202,7 +247,7 @@ def become_subreaper() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -265,23 +310,17 @@ def process_name(pid: int) -> str:
         return "?"
 
 
-def generation_spec(app: App, number: int, listener: socket.socket, pin_failures: int = 0) -> dict[str, object]:
+def generation_spec(app: App, number: int, listener: socket.socket, pin_failures: int = 0,
+                    report_modules: bool = False) -> wire.WorkerSpec:
     cfg = app.config
-    return {
-        "name": app.name,
-        "number": number,
-        "host": cfg.host,  # the names devrun's own pages and the debugger accept as Host
-        "app": cfg.app,
-        "cwd": str(app.root),
-        "listen_fd": listener.fileno(),
-        "runner_pid": os.getpid(),
-        "lifeline_fd": lifeline_fd(),
-        "graceful_timeout": cfg.graceful_timeout,
-        "debug": cfg.debug.model_dump(),
-        "watch_roots": Matcher(app.root, cfg.watch).roots,  # the project: never preloaded
-        "live": cfg.live,
-        "pin_failures": pin_failures,
-    }
+    debug = cfg.debug
+    return wire.WorkerSpec(
+        name=app.name, number=number, host=cfg.host, app=cfg.app, cwd=str(app.root),
+        listen_fd=listener.fileno(), runner_pid=os.getpid(), lifeline_fd=lifeline_fd(),
+        graceful_timeout=cfg.graceful_timeout,
+        debug=wire.DebugSpec(debug.enabled, debug.evalex, debug.pin, debug.allow_remote),
+        watch_roots=tuple(Matcher(app.root, cfg.watch).roots), live=cfg.live, pin_failures=pin_failures,
+        report_modules=report_modules)
 
 
 def control_pipe() -> tuple[int, int]:
@@ -301,13 +340,13 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
     """A generation as a fresh interpreter (the `reload: spawn` path)."""
     read_fd, write_fd = os.pipe()
     control_r, control_w = control_pipe()
-    spec = {**generation_spec(app, number, listener, pin_failures), "event_fd": write_fd, "control_fd": control_r,
-            "report_modules": report_modules}
+    spec = dataclasses.replace(generation_spec(app, number, listener, pin_failures, report_modules),
+                               event_fd=write_fd, control_fd=control_r)
     try:  # an OSError (the folder gone, out of processes) is the supervisor's to report
         proc = subprocess.Popen(
             [sys.executable, "-m", "devrun.worker"],
             cwd=app.root,
-            env={**child_environment(app, env), "DEVRUN_WORKER": json.dumps(spec)},
+            env={**child_environment(app, env), wire.SPEC_ENV: spec.to_json()},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -320,10 +359,10 @@ def spawn(app: App, number: int, listener: socket.socket, env: dict[str, str], p
     finally:
         os.close(write_fd)
         os.close(control_r)
-    return watch(Generation(app.name, number, proc, control=control_w), read_fd, post)
+    return start_readers(Generation(app.name, number, proc, control_fd=control_w), read_fd, post)
 
 
-def watch(gen: Generation, read_fd: int, post: Post) -> Generation:
+def start_readers(gen: Generation, read_fd: int, post: Post) -> Generation:
     """Start the threads that drain a generation's pipes and reap it."""
     known_pids.add(gen.pid)
     # Our child, not reaped before the reaper thread below starts: the pidfd names this process.
@@ -384,8 +423,8 @@ def _hand_on(line: bytes, on_line: Callable[[bytes], None], limit: int, split_lo
 
 def _read_events(gen: Generation, fd: int, post: Post) -> None:
     def on_line(line: bytes) -> None:
-        message = decode_wire(line)
-        if message is not None:
+        message = wire.decode(line)
+        if isinstance(message, wire.ChildReport):
             post(ChildMessage(gen, message))
 
     try:

@@ -1,5 +1,9 @@
-"""The runner: binds the sockets, starts a supervisor per app, feeds them file changes and
-child events from one inbox on the main thread, and hands every event to the views.
+"""The runner's one loop: every item of the inbox, handled on the main thread, in order.
+
+It binds the sockets, starts a supervisor per app, debounces the watcher's changes into
+reloads, routes each child's items to the supervisor that started it, applies config edits
+(planned in apps.py) and commands, and hands every event to the views. Between items it sleeps
+until the earliest deadline of the debouncer and the supervisors, never on a fixed tick.
 
 It never imports user code and is never monkey-patched.
 """
@@ -15,31 +19,35 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from devrun import events
-from devrun.config import App, Config, ConfigError, is_loopback, load_config
-from devrun.control import daemon
-from devrun.control import server as control
-from devrun.control.logfiles import AppLogs, LogView
+from devrun import events, wire
+from devrun.config import App, Config, ConfigError, load_config
+from devrun.control import daemon, protocol
 from devrun.control.remote import RemoteView
 from devrun.control.server import ControlServer
+from devrun.runner import apps as plans
 from devrun.runner import generation as process
 from devrun.runner import sockets
 from devrun.runner.fallback import Fallback
 from devrun.runner.forking import ForkLauncher
-from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput
+from devrun.runner.generation import ChildMessage, ChildOutput
+from devrun.runner.inbox import ChildItem, FilesTouched, FromChild, InboxItem, StopAsked
+from devrun.runner.launcher import Launcher, SpawnLauncher
 from devrun.runner.supervisor import KILL_MARGIN, AppSupervisor
+from devrun.views.logview import AppLogs, LogView
+from devrun.watch.debounce import Batch, Debouncer
 from devrun.watch.patterns import Matcher
-from devrun.watch.watcher import Batch, Watcher
+from devrun.watch.watcher import Watcher
 
-TICK = 0.1
-CONFIG_KEY = "\0devrun.yaml"  # the watcher's key for the config file: never an app's name
+# The debouncer's keys for the config file and env files: never an app's name (names are
+# identifiers), so one Debouncer serves both.
+CONFIG_KEY = "\0devrun.yaml"
 CONFIG_DELAY = 0.2  # an editor may write the file in several steps
-ENV_KEY = "\0env:"  # + path: the watcher's key for an env file
-SPARE_AFTER = 0.2  # seconds after a generation started before the next one's spare is forked
+ENV_KEY = "\0env:"  # + path
+# The longest the loop sleeps with nothing due (a bound, not a tick: deadlines wake it on time).
+IDLE = 1.0
 LOG_BYTES_ENV = "DEVRUN_LOG_MAX_BYTES"  # each app's log file size before it rotates (3 kept)
 # Items waiting for the main thread beyond which child output and request lines are dropped.
 MAX_BACKLOG = 20_000
@@ -53,17 +61,6 @@ class View(Protocol):
     def handle(self, event: events.Event) -> None: ...
 
 
-@dataclass(frozen=True)
-class FilesChanged:
-    app: str
-    batch: Batch
-
-
-@dataclass(frozen=True)
-class ConfigChanged:
-    """devrun.yaml was saved."""
-
-
 def new_pin() -> str:
     """A random debugger PIN for this run (never derived from machine data)."""
     digits = f"{secrets.randbelow(10**9):09d}"
@@ -71,16 +68,19 @@ def new_pin() -> str:
 
 
 class Runner:
-    def __init__(self, config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = False):
+    def __init__(self, config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = False,
+                 launcher: Callable[[App, socket.socket, dict[str, str]], Launcher] | None = None):
         self.config = config
+        # How each app's generations start: spawned or forked, as its config says (tests give fakes).
+        self.make_launcher = launcher or self._launcher
         # The apps asked for on the command line; None: every app, also those an edit adds.
         self.selected: list[str] | None = list(names) if names is not None else None
         self.views = list(views)
         self.control = control  # the control socket, app logs and the one-runner lock
-        self.inbox: queue.Queue[object] = queue.Queue()
+        self.inbox: queue.Queue[InboxItem] = queue.Queue()
         self.supervisors: dict[str, AppSupervisor] = {}
         self.listeners: dict[str, socket.socket] = {}
-        self.launchers: dict[str, ForkLauncher] = {}
+        self.debouncer = Debouncer()
         self.leaving: list[AppSupervisor] = []  # removed by a config edit, still stopping
         self.stop_requested = 0
         self.pin = new_pin()
@@ -100,18 +100,18 @@ class Runner:
         """The apps of the current config that this runner serves."""
         return [app for name, app in self.config.apps.items() if self.selected is None or name in self.selected]
 
-    def post_child(self, item: object) -> None:
+    def post_child(self, owner: AppSupervisor, item: ChildItem) -> None:
         """From a generation's reader threads. Output and request lines are dropped (and
         counted) rather than queued without bound when the main thread falls behind; the
         readers keep draining the pipes either way, so a child never blocks on its output."""
         if self.inbox.qsize() >= MAX_BACKLOG and (
             isinstance(item, ChildOutput)
-            or (isinstance(item, ChildMessage) and item.message.get("type") == "request")
+            or (isinstance(item, ChildMessage) and isinstance(item.message, wire.Request))
         ):
             with self.dropped_lock:
                 self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + 1
             return
-        self.inbox.put(item)
+        self.inbox.put(FromChild(owner, item))
 
     def _report_dropped(self) -> None:
         with self.dropped_lock:
@@ -131,18 +131,21 @@ class Runner:
         self.view_errors += 1
         if self.view_errors == 1:  # once: a view that cannot write fails on every event
             with contextlib.suppress(Exception):
+                assert sys.__stderr__ is not None
                 sys.__stderr__.write(f"devrun: {type(view).__name__} failed ({exc}); the apps keep running\n")
 
     def notice(self, text: str, level: str = "info", app: str = "") -> None:
         self.emit(events.Notice(app, text, level))
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        # Only set a flag: the main thread may be inside the inbox's lock right now.
+        # The main thread may be inside the inbox's lock right now (this handler runs on it): a
+        # thread posts the wake-up, once the lock is free; the flag is what the loop checks.
         self.stop_requested += 1
+        threading.Thread(target=self.inbox.put, args=(StopAsked(),), daemon=True).start()
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
-        self.watcher = watcher = Watcher(self._on_batch,
+        self.watcher = watcher = Watcher(lambda: self.inbox.put(FilesTouched()),
                                          lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
             with contextlib.ExitStack() as stack:
@@ -161,11 +164,11 @@ class Runner:
                     self.notice("no app could start", "error")
                     return 1
                 if self.control:
-                    watcher.watch_file(CONFIG_KEY, str(self.config.file), CONFIG_DELAY)
+                    self._watch_file(CONFIG_KEY, str(self.config.file))
                     self._watch_env_files()
                 watcher.start()
                 while not self.stop_requested:
-                    self._step(time.monotonic() + TICK)
+                    self._step()
                 return self._shutdown(watcher)
         except BaseException:
             # A bug in the runner must not leave apps holding their ports.
@@ -189,7 +192,7 @@ class Runner:
         self.views.append(LogView(logs))
         self.remote = RemoteView([(a.name, a.url) for a in self.apps], self.inbox.put, self._info())
         self.views.append(self.remote)
-        path = control.socket_path(state)
+        path = protocol.socket_path(state)
         server = ControlServer(path, self.remote.handlers(), self.remote.streams())
         server.start()
         stack.callback(server.close)
@@ -213,11 +216,6 @@ class Runner:
                 "pin": self.pin if any(a.config.debug.enabled and a.config.debug.pin for a in self.apps) else None,
                 "configured": list(self.config.apps)}
 
-    def _on_batch(self, key: str, batch: Batch) -> None:
-        # An env file is part of the config: its edit is applied as a devrun.yaml edit is.
-        config = key == CONFIG_KEY or key.startswith(ENV_KEY)
-        self.inbox.put(ConfigChanged() if config else FilesChanged(key, batch))
-
     def _watch_env_files(self) -> None:
         """Watch every env file the config names (a missing optional one too: its creation counts)."""
         if self.watcher is None:
@@ -225,9 +223,15 @@ class Runner:
         wanted = {ENV_KEY + str(app.env_path) for app in self.config.apps.values() if app.env_path is not None}
         for key in self.env_watches - wanted:
             self.watcher.unwatch_file(key)
+            self.debouncer.forget(key)
         for key in wanted - self.env_watches:
-            self.watcher.watch_file(key, key[len(ENV_KEY):], CONFIG_DELAY)
+            self._watch_file(key, key[len(ENV_KEY):])
         self.env_watches = wanted
+
+    def _watch_file(self, key: str, path: str) -> None:
+        assert self.watcher is not None
+        self.debouncer.set_delay(key, CONFIG_DELAY)
+        self.watcher.watch_file(key, path)
 
     # -- apps --------------------------------------------------------------------------------
 
@@ -236,38 +240,34 @@ class Runner:
         if cfg.debug.enabled and cfg.debug.pin and not self.pin_shown:
             self.pin_shown = True
             self.notice(f"PIN: {self.pin}")
-        if cfg.debug.enabled and cfg.debug.allow_remote and not is_loopback(cfg.host):
-            self.notice(f"WARNING: the debugger on {cfg.host}:{cfg.port} lets anyone who can "
-                        "reach it run code on this machine (debug.allow_remote is on)", "warning", app.name)
-        if cfg.live and not is_loopback(cfg.host):
-            self.notice(f"WARNING: live reload on {cfg.host}:{cfg.port} is reachable from other machines "
-                        "(allow_remote is on)", "warning", app.name)
-        if cfg.debug.enabled and not cfg.debug.pin:
-            self.notice("debugger PIN is off: any local user can run code through the console",
-                        "warning", app.name)
+        for text, level in plans.warnings(app):
+            self.notice(text, level, app.name)
         if listener is None:
-            try:
-                listener = sockets.bind(cfg.host, cfg.port)
-            except sockets.PortInUse as exc:
-                self.notice(f"cannot listen: {exc}; choose another port in devrun.yaml", "error", app.name)
-                return
-            except OSError as exc:
-                self.notice(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "error", app.name)
+            listener = self._bind(app)
+            if listener is None:
                 return
         self.listeners[app.name] = listener
         env = {"WERKZEUG_DEBUG_PIN": self.pin if cfg.debug.pin else "off"}
-        launcher = self._launcher(app, listener, env)
-        sup = AppSupervisor(app, listener, env, self.emit, self.post_child,
-                            fallback=Fallback(app.name, listener),
-                            spawn=launcher.spawn if launcher else process.spawn,
-                            learn=launcher.learn if launcher else None,
-                            stale=launcher.stale if launcher else None,
-                            rewatch=lambda: self._watch(app, again=True))
-        if launcher:
-            self.launchers[app.name] = launcher
+        sup: AppSupervisor
+
+        def post(item: ChildItem) -> None:  # every item of this app's processes is tagged with its supervisor
+            self.post_child(sup, item)
+
+        sup = AppSupervisor(app, listener, env, self.emit, post, self.make_launcher(app, listener, env),
+                            fallback=Fallback(app.name, listener), rewatch=lambda: self._watch(app, again=True))
         self.supervisors[app.name] = sup
         self._watch(app)
         sup.start()
+
+    def _bind(self, app: App) -> socket.socket | None:
+        cfg = app.config
+        try:
+            return sockets.bind(cfg.host, cfg.port)
+        except sockets.PortInUse as exc:
+            self.notice(f"cannot listen: {exc}; choose another port in devrun.yaml", "error", app.name)
+        except OSError as exc:
+            self.notice(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}", "error", app.name)
+        return None
 
     def _watch(self, app: App, again: bool = False) -> None:
         """Watch an app's files (again: its folder was gone, and its watches with it)."""
@@ -279,30 +279,28 @@ class Runner:
         # Templates and static files are watched with live reload off too: an edit must still reach
         # the app (Django's cached templates are reset, a framework that cannot do that restarts).
         live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore)
-        self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore),
-                         cfg.reload_delay, live)
+        self.debouncer.set_delay(app.name, cfg.reload_delay)
+        self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), live)
 
     def _remove_app(self, name: str) -> socket.socket:
         """Stop an app for good (a config edit removed or changed it); returns its listener,
         for an app that now has its address (the same app, or another one: ports swapped)."""
         if self.watcher is not None:
             self.watcher.remove(name)
-        launcher = self.launchers.pop(name, None)
-        if launcher is not None:
-            launcher.close()
+        self.debouncer.forget(name)
         sup = self.supervisors.pop(name)
-        sup.stop()
+        sup.stop()  # and its launcher
         self.leaving.append(sup)
         return self.listeners.pop(name)
 
-    def _launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> ForkLauncher | None:
+    def _launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> Launcher:
         if app.config.reload != "fork":
-            return None
+            return SpawnLauncher()
         if not self.subreaper:
             self.subreaper = process.become_subreaper()
         if not self.subreaper:
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
-            return None
+            return SpawnLauncher()
 
         def notice(text: str, level: str, name: str = app.name) -> None:
             self.emit(events.Notice(name, text, level))
@@ -329,66 +327,103 @@ class Runner:
             return
         old, self.config = self.config, new
         self._watch_env_files()
-        wanted = {app.name: app for app in self.apps}
+        plan = plans.reconcile(old, new, list(self.supervisors), self.selected)
         # Every listener given up here is kept until the apps are added again: an address that
         # moves to another app (two ports swapped) is handed over instead of bound anew, which
         # would fail while the old app's retiring generations still hold the socket.
         released: dict[tuple[str, int], socket.socket] = {}
-        for name in [n for n in self.supervisors if n not in wanted]:
+        for name in plan.removed:
             self.notice(f"removed from {new.file.name}: stopping", "info", name)
-            address = _address(self.supervisors[name].app)
-            released[address] = self._remove_app(name)
-        starting = []
-        for name, app in wanted.items():
-            before = old.apps.get(name)
-            if name in self.supervisors and before != app:
-                # A new environment replaces the fork server too: its preloaded modules may have
-                # read the old one at import time.
-                what = (f"{app.env_path.name if app.env_path else 'env file'} changed" if before is not None
-                        and before.config == app.config and before.file_env != app.file_env
-                        else f"changed in {new.file.name}")
-                self.notice(f"{what}: restarting", "info", name)
-                address = _address(self.supervisors[name].app)
-                released[address] = self._remove_app(name)
-                starting.append(app)
-            elif name not in self.supervisors and before is None:
-                self.notice(f"added to {new.file.name}: starting", "info", name)
-                starting.append(app)
-        for app in starting:
-            self._add_app(app, released.pop(_address(app), None))
+            self._release(name, released)
+        for app, why in plan.starting:
+            if why is None:
+                self.notice(f"added to {new.file.name}: starting", "info", app.name)
+                continue
+            # A new environment replaces the fork server too: its preloaded modules may have
+            # read the old one at import time.
+            self.notice(f"{why}: restarting", "info", app.name)
+            self._release(app.name, released)
+        for app, _ in plan.starting:
+            self._add_app(app, released.pop(plans.address(app), None))
         for listener in released.values():
             listener.close()  # the port closes once its retiring generations are gone
         if self.remote is not None:
             self.remote.info.update(configured=list(new.apps))
+        self._apps_changed()
+
+    def _release(self, name: str, released: dict[tuple[str, int], socket.socket]) -> None:
+        """Stop an app for good; keep its listener, by address, for the app that gets it next."""
+        address = plans.address(self.supervisors[name].app)  # before it is removed
+        released[address] = self._remove_app(name)
+
+    def _apps_changed(self) -> None:
         self.emit(events.AppsChanged("", tuple((n, s.app.url) for n, s in self.supervisors.items())))
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _step(self, until: float) -> None:
-        """Handle inbox items until `until`, then give every supervisor a tick."""
-        while (left := until - time.monotonic()) > 0 and not self.stop_requested:
-            try:
-                item = self.inbox.get(timeout=left)
-            except queue.Empty:
-                break
-            self._dispatch(item)
+    def _step(self) -> None:
+        """Wait for the next item or the next deadline, handle what came, then what is due."""
+        deadline = self._next_deadline()
+        try:
+            self._handle(self.inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+            # Whatever else is waiting, before the deadlines (one burst, one pass), but never past
+            # one: a flood of output must not starve the supervisors' timers.
+            while time.monotonic() < deadline:
+                self._handle(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        for key, batch in self.debouncer.due(now):
+            self._changed(key, batch)
         for sup in self._all_supervisors():
             sup.tick()
         self.leaving = [sup for sup in self.leaving if not sup.done]
-        for name, launcher in self.launchers.items():
-            sup = self.supervisors[name]
-            gen = sup.current
-            # A spare generation for the next reload, forked while the app is idle: not right
-            # after a reload, when the browser's requests want the CPU.
-            if (gen is not None and gen.going and sup.pending is None and not sup.stopping
-                    and time.monotonic() - gen.started > SPARE_AFTER):
-                launcher.refill()
         self._report_dropped()
         if self.subreaper:
             process.reap_orphans()
-            if time.monotonic() >= self.orphan_scan_at:
-                self.orphan_scan_at = time.monotonic() + ORPHAN_SCAN
+            if now >= self.orphan_scan_at:
+                self.orphan_scan_at = now + ORPHAN_SCAN
                 self._report_escaped()
+
+    def _next_deadline(self) -> float:
+        times = [time.monotonic() + IDLE, *(s.next_deadline() for s in self._all_supervisors())]
+        if (debounced := self.debouncer.next_deadline()) is not None:
+            times.append(debounced)
+        if self.subreaper:
+            times.append(self.orphan_scan_at)
+        return min(times)
+
+    def _handle(self, item: InboxItem) -> None:
+        match item:
+            case FromChild(owner, child):
+                owner.handle(child)
+            case FilesTouched():
+                assert self.watcher is not None
+                now = time.monotonic()
+                for key, path, code in self.watcher.drain():
+                    # A removed app's last changes may still come out of the watcher: not ours now.
+                    if key in self.supervisors or key == CONFIG_KEY or key in self.env_watches:
+                        self.debouncer.add(key, path, code, now)
+            case events.Command():
+                try:
+                    self._command(item)
+                finally:
+                    if item.done is not None:
+                        item.done.set()
+            case events.Event():  # from another thread, for the views
+                self.emit(item)
+            case StopAsked():
+                pass  # the flag is set already: the loop ends after this step
+
+    def _changed(self, key: str, batch: Batch) -> None:
+        # An env file is part of the config: its edit is applied as a devrun.yaml edit is.
+        if key == CONFIG_KEY or key.startswith(ENV_KEY):
+            self._apply_config()
+        elif (sup := self.supervisors.get(key)) is not None:
+            if batch.code:  # a restart refreshes the pages as well
+                sup.reload(batch.paths)
+            else:
+                sup.refresh(batch.live)
 
     def _report_escaped(self) -> None:
         """Processes that left an app's process group (setsid, a daemonising double fork) and
@@ -423,40 +458,6 @@ class Runner:
     def _all_supervisors(self) -> list[AppSupervisor]:
         return [*self.supervisors.values(), *self.leaving]
 
-    def _dispatch(self, item: object) -> None:
-        if isinstance(item, events.Event):  # from another thread, for the views
-            self.emit(item)
-            return
-        if isinstance(item, events.Command):
-            try:
-                self._command(item)
-            finally:
-                if item.done is not None:
-                    item.done.set()
-            return
-        if isinstance(item, ConfigChanged):
-            self._apply_config()
-            return
-        if isinstance(item, FilesChanged):
-            sup = self.supervisors.get(item.app)
-            if sup is not None and item.batch.code:  # a restart refreshes the pages as well
-                sup.reload(item.batch.code + item.batch.live)
-            elif sup is not None:
-                sup.refresh(item.batch.live)
-            return
-        gen = getattr(item, "generation", None)
-        if gen is None:
-            return
-        if isinstance(item, ChildExited):
-            gen.close_control()
-            for launcher in self.launchers.values():
-                if launcher.exited(gen):  # a spare: refilled when the app is idle again
-                    return
-        for sup in self._all_supervisors():  # a leaving app's generations still report their exit
-            if gen in (sup.pending, sup.current, *sup.retiring):
-                sup.handle(item)
-                return
-
     def _command(self, command: events.Command) -> None:
         if command.verb == "quit":
             self.stop_requested += 1
@@ -467,7 +468,7 @@ class Runner:
                 if self.selected is not None:
                     self.selected.append(app.name)
                 self._add_app(app)
-                self.emit(events.AppsChanged("", tuple((n, s.app.url) for n, s in self.supervisors.items())))
+                self._apps_changed()
             return
         for name, sup in self.supervisors.items():
             if command.app not in (None, name):
@@ -483,10 +484,8 @@ class Runner:
 
     def _shutdown(self, watcher: Watcher) -> int:
         watcher.stop()
-        for launcher in self.launchers.values():
-            launcher.close()
         for sup in self.supervisors.values():
-            sup.stop()
+            sup.stop()  # and its launcher
         sups = self._all_supervisors()
         grace = max((s.app.config.graceful_timeout for s in sups), default=0)
         deadline = time.monotonic() + grace + KILL_MARGIN + 2
@@ -497,11 +496,13 @@ class Runner:
                     sup.kill_everything()
                 seen = self.stop_requested
             with contextlib.suppress(queue.Empty):
-                item = self.inbox.get(timeout=TICK)
-                if not isinstance(item, events.Command | ConfigChanged | FilesChanged):
-                    self._dispatch(item)
-                elif isinstance(item, events.Command) and item.done is not None:
-                    item.done.set()
+                timeout = min(s.next_deadline() for s in sups) - time.monotonic() if sups else 0.0
+                item = self.inbox.get(timeout=min(max(0.0, timeout), IDLE))
+                if isinstance(item, events.Command):  # nothing new starts now
+                    if item.done is not None:
+                        item.done.set()
+                elif not isinstance(item, FilesTouched):
+                    self._handle(item)
             for sup in sups:
                 sup.tick()
         self._kill_all()
@@ -513,10 +514,6 @@ class Runner:
     def _kill_all(self) -> None:
         for sup in self._all_supervisors():
             sup.kill_everything()
-
-
-def _address(app: App) -> tuple[str, int]:
-    return app.config.host, app.config.port
 
 
 def run_apps(config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = True) -> int:

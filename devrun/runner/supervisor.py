@@ -13,17 +13,17 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from enum import Enum
 
-from devrun import events
+from devrun import events, wire
 from devrun.config import App
-from devrun.runner import generation as process
+from devrun.events import AppStatus
 from devrun.runner.fallback import Fallback
-from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput, Generation
+from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput, Generation, Post
+from devrun.runner.inbox import ChildItem
+from devrun.runner.launcher import Launcher, SpawnLauncher
 from devrun.watch.patterns import repo_top
 
 Emit = Callable[[events.Event], None]
-Spawn = Callable[..., Generation]
 
 # How long a retired generation may outlive its graceful timeout before SIGKILL.
 KILL_MARGIN = 1.0
@@ -42,19 +42,15 @@ MAX_CRASHES = 8
 # How often an app's folder is checked for being there: one that vanished in a way no watched
 # file reported (the folder itself renamed) still turns into "folder missing".
 ROOT_CHECK = 1.0
+# A spare generation for the next reload is forked while the app is idle: not right after a
+# reload, when the browser's requests want the CPU.
+SPARE_AFTER = 0.2
+# While something can only be polled (git's lock, a process group emptying, a fork server's
+# answer), the supervisor wants a tick this often.
+POLL = 0.1
 # Files the app said it writes, kept per app: every generation may say so again, or name new
 # temporary files; the set stays bounded.
 MAX_APP_WRITES = 1024
-
-
-class State(str, Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RELOADING = "reloading"
-    ERROR = "error"
-    CRASHED = "crashed"
-    BACKOFF = "backing off"
-    STOPPED = "stopped"
 
 
 def git_busy(root: os.PathLike[str] | str) -> bool:
@@ -79,25 +75,23 @@ def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Seconds to wait before restart number `failures` (1-based) of a crash loop."""
     if failures <= 0:
         return 0.0
-    return min(base * 2 ** min(failures - 1, 32), cap)  # bounded exponent: no overflow
+    return min(base * 2.0 ** min(failures - 1, 32), cap)  # bounded exponent: no overflow
 
 
 class AppSupervisor:
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], emit: Emit,
-                 post: process.Post, spawn: Spawn = process.spawn,
+                 post: Post, launcher: Launcher | None = None,
                  clock: Callable[[], float] = time.monotonic, fallback: Fallback | None = None,
                  busy: Callable[[], bool] | None = None,
-                 learn: Callable[[list[str], bool], None] | None = None,
-                 stale: Callable[[str], None] | None = None,
                  rewatch: Callable[[], None] | None = None):
         self.app = app
         self.listener = listener
         self.env = env
         self.emit = emit
         self.post = post
-        self.spawn = spawn
+        self.launcher: Launcher = launcher or SpawnLauncher()
         self.clock = clock
-        self.state = State.STOPPED
+        self.state = AppStatus.STOPPED
         self.current: Generation | None = None
         self.pending: Generation | None = None
         self.retiring: list[Generation] = []
@@ -107,8 +101,6 @@ class AppSupervisor:
         self.reloads = 0
         self.stopping = False
         self.fallback = fallback
-        self.learn = learn
-        self.stale = stale
         self.rewatch = rewatch  # the app's folder is back: its watches went with it
         self.busy = busy or (lambda: git_busy(app.root))
         self.held: dict[str, None] = {}  # changes waiting for git to finish
@@ -180,7 +172,7 @@ class AppSupervisor:
         """Only live-reload files changed: tell the open pages, keep the process. While a new
         generation is on its way there is nothing to do: its pages reload when it is ready."""
         gen = self.current
-        if self.stopping or self.pending is not None or gen is None or not gen.going:
+        if self.stopping or self.pending is not None or gen is None or gen.loading:
             return
         # An editor's atomic save writes a temporary file and renames it over the stylesheet: the
         # batch names both, but only files still there say what changed.
@@ -192,7 +184,7 @@ class AppSupervisor:
             self.reload(paths)
             return
         self.emit(events.Refreshing(self.name, paths, css, self.app.config.live))
-        gen.tell({"live": "css" if css else "reload", "paths": list(paths)})
+        gen.tell(wire.Refresh("css" if css else "reload", paths))
 
     def restart(self) -> None:
         """A restart asked for by the user (dashboard key, control command): at once."""
@@ -210,13 +202,15 @@ class AppSupervisor:
             if gen is not None:
                 self._retire(gen)
         self.pending = self.current = None
+        if final:
+            self.launcher.close()
         if self.fallback is not None:
             if final:
                 self.fallback.close()
             else:
                 self.fallback.answer("stopped", f"The app was stopped with `devrun stop {self.name}`; "
                                      f"`devrun start {self.name}` starts it again.")
-        self._set(State.STOPPED)
+        self._set(AppStatus.STOPPED)
 
     @property
     def done(self) -> bool:
@@ -252,77 +246,118 @@ class AppSupervisor:
             self._launch()
         if self.held and (not self.busy() or (self.held_until is not None and now >= self.held_until)):
             self._reload_now(())
-        self._maybe_go()
+        self._maybe_accept()
         pending = self.pending
         if (pending is not None and self.current is None and now - pending.started >= SLOW_START
                 and self.fallback is not None and not self.fallback.answering):
             self.fallback.answer("is still starting",
                                  f"generation {pending.number} (pid {pending.pid}) has been loading the app for "
                                  f"{now - pending.started:.0f} s; its output is below.", list(self.recent))
+        if self._idle(now):
+            self.launcher.idle_tick()
+
+    def _idle(self, now: float) -> bool:
+        """Serving, nothing on its way, and not just after a reload."""
+        gen = self.current
+        return (gen is not None and not gen.loading and self.pending is None and not self.stopping
+                and now - gen.started > SPARE_AFTER)
+
+    def next_deadline(self) -> float:
+        """When tick() has something to do next, at the latest: the loop sleeps until then."""
+        now = self.clock()
+        times = [self.root_check_at if not self.stopping else now + ROOT_CHECK]
+        if self.restart_at is not None:
+            times.append(self.restart_at)
+        times += [g.kill_at for g in self.retiring if g.kill_at is not None]
+        current, pending = self.current, self.pending
+        if current is not None and current.loading and current.accept_deadline is not None:
+            times.append(current.accept_deadline)
+        if pending is not None and current is None:
+            times.append(pending.started + SLOW_START)
+        if self.held or self.groups:
+            times.append(now + POLL)
+        gen = self.current
+        if gen is not None and not gen.loading and self.pending is None and not self.stopping:
+            # The launcher's idle work (a spare, a fork server's late answer) is polled.
+            times.append(max(gen.started + SPARE_AFTER, now + POLL) if now - gen.started <= SPARE_AFTER
+                         else now + POLL)
+        return min(times)
 
     # -- what the children say -------------------------------------------------------------
 
-    def handle(self, item: object) -> None:
-        if isinstance(item, ChildMessage):
-            self._on_message(item.generation, item.message)
-        elif isinstance(item, ChildOutput):
-            self.recent.append(item.line)
-            self.emit(events.Output(self.name, item.line))
-        elif isinstance(item, ChildExited):
-            self._on_exit(item.generation, item.returncode)
+    def handle(self, item: ChildItem) -> None:
+        """What one of this app's processes said, printed or how it exited: its generations',
+        and its launcher's spares' (which are the launcher's until one becomes a generation)."""
+        gen = item.generation
+        if isinstance(item, ChildExited):
+            gen.close_control()  # on the main thread, as tell() and go() are (see close_control)
+        if not self._owns(gen):
+            if isinstance(item, ChildExited):
+                self.launcher.exited(gen)
+            return
+        match item:
+            case ChildMessage(_, message):
+                self._on_message(gen, message)
+            case ChildOutput(_, line):
+                self.recent.append(line)
+                self.emit(events.Output(self.name, line))
+            case ChildExited(_, returncode):
+                self._on_exit(gen, returncode)
 
-    def _on_message(self, gen: Generation, msg: dict) -> None:
-        kind = msg["type"]
-        if kind == "request":
-            self.emit(events.Request(self.name, str(msg.get("method")), str(msg.get("path")),
-                                     str(msg.get("status")), float(msg.get("ms", 0))))
-        elif kind == "loaded" and gen is self.pending:
-            # Loaded, not yet accepting: retire the previous generation first (see _maybe_go).
-            gen.go_at = self.clock() + GO_WAIT
-            self._promote(gen)
-            self._maybe_go()
-        elif kind == "closed":
-            gen.closed = True
-            self._maybe_go()
-        elif kind in ("ready", "failed") and gen in (self.pending, self.current):
-            if gen is self.pending:  # a child that skipped "loaded"
+    def _owns(self, gen: Generation) -> bool:
+        return gen in (self.pending, self.current, *self.retiring)
+
+    def _on_message(self, gen: Generation, msg: wire.ChildReport) -> None:
+        match msg:
+            case wire.Request(method, path, status, ms):
+                self.emit(events.Request(self.name, method, path, status, ms))
+            case wire.Loaded() if gen is self.pending:
+                # Loaded, not yet accepting: retire the previous generation first (see _maybe_accept).
+                gen.accept_deadline = self.clock() + GO_WAIT
                 self._promote(gen)
-                gen.going = True
-            if self.fallback is not None:
-                self.fallback.quiet()
-            if kind == "ready":
-                gen.templates_in_place = msg.get("templates") is True
-                self._framework(str(msg.get("framework") or ""))
-                self._set(State.READY)
-                # Measured here, from spawn: the child's own clock misses interpreter start-up.
-                ms = (self.clock() - gen.started) * 1000
-                self.emit(events.Ready(self.name, gen.pid, self.app.url, ms))
-            else:
-                self._set(State.ERROR)
-                self.emit(events.AppFailed(self.name, gen.pid, str(msg.get("summary", "")),
-                                           str(msg.get("traceback", ""))))
-        elif kind == "stale" and gen is self.pending:
-            # A spare found its preloads out of date before importing anything: start it again.
-            if self.stale is not None:
-                self.stale(str(msg.get("path", "")))
-            self._launch()
-        elif kind == "modules" and self.learn is not None:
-            names = msg.get("names")
-            if isinstance(names, list):
-                self.learn([str(n) for n in names], bool(msg.get("last")))
-        elif kind == "pages" and gen is self.current:
-            self.emit(events.Pages(self.name, int(msg.get("count", 0))))
-        elif kind == "refreshed" and gen is self.current and int(msg.get("pages", 0)) > 0:
-            self.emit(events.Refreshed(self.name, int(msg["pages"]), str(msg.get("how", "reload"))))
-        elif kind == "writes" and isinstance(msg.get("paths"), list) and len(self.app_writes) < MAX_APP_WRITES:
-            self.app_writes.update(str(p) for p in msg["paths"])
-        elif kind == "pin_failed":
-            self._pin_failed(msg.get("count"))
-        elif kind == "pin_ok":  # a right PIN resets Werkzeug's count: the next generation's too
-            self.pin_failures = 0
-        elif kind == "dropped":
-            self.emit(events.Notice(self.name, f"{msg.get('count')} request lines dropped (runner busy)",
-                                    "warning"))
+                self._maybe_accept()
+            case wire.Closed():
+                gen.mark_closed()
+                self._maybe_accept()
+            case wire.Ready() | wire.Failed() if gen in (self.pending, self.current):
+                self._serving(gen, msg)
+            case wire.Stale(path) if gen is self.pending:
+                # A spare found its preloads out of date before importing anything: start it again.
+                self.launcher.stale(path)
+                self._launch()
+            case wire.Modules(names, last):
+                self.launcher.learn(list(names), last)
+            case wire.Pages(count) if gen is self.current:
+                self.emit(events.Pages(self.name, count))
+            case wire.Refreshed(pages, how) if gen is self.current and pages > 0:
+                self.emit(events.Refreshed(self.name, pages, how))
+            case wire.Writes(paths) if len(self.app_writes) < MAX_APP_WRITES:
+                self.app_writes.update(paths)
+            case wire.PinFailed(count):
+                # The next generations start from this count, so a reload never resets Werkzeug's lockout.
+                self.pin_failures = max(self.pin_failures, count)
+            case wire.PinOk():  # a right PIN resets Werkzeug's count: the next generation's too
+                self.pin_failures = 0
+            case wire.Dropped(count):
+                self.emit(events.Notice(self.name, f"{count} request lines dropped (runner busy)", "warning"))
+
+    def _serving(self, gen: Generation, msg: wire.Ready | wire.Failed) -> None:
+        """The generation accepts connections: with the app (Ready) or its error page (Failed)."""
+        if gen is self.pending:  # a child that skipped Loaded
+            self._promote(gen)
+            gen.mark_accepting()
+        if self.fallback is not None:
+            self.fallback.quiet()
+        if isinstance(msg, wire.Ready):
+            gen.templates_in_place = msg.templates
+            self._framework(msg.framework)
+            self._set(AppStatus.READY)
+            # Measured here, from spawn: the child's own clock misses interpreter start-up.
+            ms = (self.clock() - gen.started) * 1000
+            self.emit(events.Ready(self.name, gen.pid, self.app.url, ms))
+        else:
+            self._set(AppStatus.ERROR)
+            self.emit(events.AppFailed(self.name, gen.pid, msg.summary, msg.traceback))
 
     def _framework(self, described: str) -> None:
         """Say once what devrun does for the app's framework (again only if that changes)."""
@@ -330,33 +365,27 @@ class AppSupervisor:
             self.framework = described
             self.emit(events.Notice(self.name, described, "info"))
 
-    def _pin_failed(self, count: object) -> None:
-        """The debugger refused a PIN: the next generations start from this count, so a reload
-        never resets Werkzeug's lockout."""
-        if isinstance(count, int) and not isinstance(count, bool) and count > self.pin_failures:
-            self.pin_failures = count
-
-    def _maybe_go(self) -> None:
+    def _maybe_accept(self) -> None:
         """Let the current generation accept once no older one still does (or after GO_WAIT)."""
         gen = self.current
-        if gen is None or gen.going:
+        if gen is None or not gen.loading:
             return
-        others_closed = all(g.closed or g.exited for g in self.retiring)
-        if others_closed or (gen.go_at is not None and self.clock() >= gen.go_at):
+        others_closed = all(g.done_accepting for g in self.retiring)
+        if others_closed or (gen.accept_deadline is not None and self.clock() >= gen.accept_deadline):
             if self.fallback is not None:
                 self.fallback.quiet()
-            gen.go()
+            gen.accept()
 
     def _on_exit(self, gen: Generation, returncode: int) -> None:
-        gen.exited = True
-        expected = gen.retired
+        gen.mark_exited()
+        expected = gen.told_to_stop
         self.emit(events.Exited(self.name, gen.pid, returncode, expected))
         if gen in self.retiring:
             self.retiring.remove(gen)
         gen.orphaned(self.clock() + self.app.config.graceful_timeout + KILL_MARGIN)
         if not gen.group_gone(self.clock()):
             self.groups.append(gen)
-        self._maybe_go()
+        self._maybe_accept()
         if expected or self.stopping:
             return
         if gen is self.pending:
@@ -373,7 +402,7 @@ class AppSupervisor:
         self.failures += 1
         how = events.describe_exit(returncode)
         if self.failures >= MAX_CRASHES:
-            self._set(State.CRASHED)
+            self._set(AppStatus.CRASHED)
             self.emit(events.Notice(self.name, f"crashed ({how}) {self.failures} times in a row; waiting for a "
                                     f"change (or `devrun restart {self.name}`)", "error"))
             if self.fallback is not None:
@@ -385,7 +414,7 @@ class AppSupervisor:
         delay = backoff_delay(self.failures, backoff.initial, backoff.max)
         self.restart_at = self.clock() + delay
         # One crash is "crashed"; crashing again right after a restart is a loop: "backing off".
-        self._set(State.CRASHED if self.failures == 1 else State.BACKOFF)
+        self._set(AppStatus.CRASHED if self.failures == 1 else AppStatus.BACKOFF)
         self.emit(events.Notice(self.name, f"crashed ({how}); restarting in {delay:.1f}s", "error"))
         if self.fallback is not None:
             self.fallback.answer("crashed", f"The app's process {how}; devrun restarts it in {delay:.1f} s, "
@@ -397,7 +426,6 @@ class AppSupervisor:
         if self.pending is not None:
             # A newer change arrived while this one was loading: its code is already stale.
             self.pending.kill()
-            self.pending.closed = True  # it never accepted a connection
             self.retiring.append(self.pending)
             self.pending = None
         if not self.app.root.is_dir():  # deleted or renamed (a branch switch, a build step)
@@ -407,15 +435,15 @@ class AppSupervisor:
             return
         started = self.clock()  # before asking: a fork server's answer is part of the start
         try:
-            gen = self.spawn(self.app, next(self.numbers), self.listener, self.env, self.post,
-                             pin_failures=self.pin_failures)
+            gen = self.launcher.spawn(self.app, next(self.numbers), self.listener, self.env, self.post,
+                                      pin_failures=self.pin_failures)
         except OSError as exc:  # out of processes or fds, the folder gone at that very moment
             self._cannot_start(f"cannot start a process: {exc.strerror or exc}",
                                "devrun tries again when you save a change.")
             return
         gen.started = started
         self.pending = gen
-        self._set(State.RELOADING if self.current is not None else State.STARTING)
+        self._set(AppStatus.RELOADING if self.current is not None else AppStatus.STARTING)
         self.emit(events.Starting(self.name, gen.number, gen.pid))
 
     def _check_root(self) -> None:
@@ -436,7 +464,7 @@ class AppSupervisor:
             self._retire(self.current)
             self.current = None
         self.restart_at = None
-        self._set(State.ERROR)
+        self._set(AppStatus.ERROR)
         self.emit(events.AppFailed(self.name, 0, summary, ""))
         if self.fallback is not None:
             self.fallback.answer("cannot start", f"{summary[0].upper()}{summary[1:]}; {then}")
@@ -448,14 +476,12 @@ class AppSupervisor:
             self._retire(old)
 
     def _retire(self, gen: Generation) -> None:
-        if not gen.going:
-            gen.closed = True  # loaded but never accepting: nothing to wait for
         gen.retire(self.clock() + self.app.config.graceful_timeout + KILL_MARGIN)
         if not gen.exited and gen not in self.retiring:
             self.retiring.append(gen)
 
-    def _set(self, state: State) -> None:
+    def _set(self, state: AppStatus) -> None:
         if state is not self.state:
             self.state = state
             gen = self.current or self.pending
-            self.emit(events.StateChanged(self.name, state.value, gen.pid if gen else None))
+            self.emit(events.StateChanged(self.name, state, gen.pid if gen else None))

@@ -4,16 +4,19 @@ serves, reloads, the last change and the last error. The dashboard and the contr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from devrun import events
+from devrun.events import AppStatus
 
 
 @dataclass
 class AppState:
     name: str
     url: str
-    state: str = "starting"
+    state: AppStatus = AppStatus.STARTING
     pid: int | None = None
     up_since: float | None = None  # wall-clock time it started serving this code
     reloads: int = 0
@@ -29,7 +32,7 @@ class AppState:
         match event:
             case events.StateChanged(state=state):
                 self.state = state
-                if state in ("crashed", "backing off", "stopped"):
+                if state in (AppStatus.CRASHED, AppStatus.BACKOFF, AppStatus.STOPPED):
                     self.up_since = self.pid = None
             case events.Starting(pid=pid):
                 if self.pid is None:
@@ -55,8 +58,11 @@ class AppState:
                 self.requests += 1
 
 
-def follow_apps(apps: dict[str, AppState], changed: events.AppsChanged, make: type[AppState] = AppState
-                ) -> dict[str, AppState]:
+Model = TypeVar("Model", bound=AppState)
+
+
+def follow_apps(apps: Mapping[str, Model], changed: events.AppsChanged, make: Callable[[str, str], Model]
+                ) -> dict[str, Model]:
     """The models after devrun.yaml changed the apps: kept ones keep their state (and take a
     changed URL), new ones start fresh, removed ones are gone."""
     out = {name: apps.get(name) or make(name, url) for name, url in changed.apps}

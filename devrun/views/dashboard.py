@@ -24,14 +24,17 @@ from rich.table import Table
 from rich.text import Text
 
 from devrun import events
+from devrun.events import AppStatus
 from devrun.views import terminal
 from devrun.views.appstate import AppState, follow_apps
 from devrun.views.plainlog import clean, describe
 
 STATE_STYLES = {
-    "starting": "cyan", "ready": "green", "reloading": "yellow", "error": "bold red",
-    "crashed": "red", "backing off": "magenta", "stopped": "dim",
+    AppStatus.STARTING: "cyan", AppStatus.READY: "green", AppStatus.RELOADING: "yellow", AppStatus.ERROR: "bold red",
+    AppStatus.CRASHED: "red", AppStatus.BACKOFF: "magenta", AppStatus.STOPPED: "dim",
 }
+# The states whose error stays in sight: a traceback the app prints meanwhile does not replace it.
+FAILED = (AppStatus.ERROR, AppStatus.CRASHED, AppStatus.BACKOFF)
 PANES = ("requests", "output", "error")
 RATE_WINDOW = 5.0
 
@@ -53,7 +56,7 @@ class AppView(AppState):
         elif self.collecting is not None:
             self.collecting.append(line)
             if line and not line[0].isspace():  # the exception line ends it
-                if self.state not in ("error", "crashed", "backing off"):
+                if self.state not in FAILED:
                     self.error, self.traceback = line, "\n".join(self.collecting)
                 self.collecting = None
             elif len(self.collecting) > 400:
@@ -99,7 +102,7 @@ class Dashboard:
             self.config_problem = event.problems[0] if event.problems else "invalid"
         if isinstance(event, events.AppsChanged):  # devrun.yaml was edited, or attached to a runner
             self.config_problem = ""
-            self.apps = follow_apps(self.apps, event, AppView)  # type: ignore[assignment]
+            self.apps = follow_apps(self.apps, event, AppView)
             self.order = [name for name, _ in event.apps]
             self.selected = min(self.selected, max(len(self.order) - 1, 0))
             return
@@ -185,7 +188,7 @@ class Dashboard:
             view = self.apps[name]
             style = "reverse" if i == self.selected else ""
             state = Text(view.state, style=STATE_STYLES.get(view.state, ""))
-            if view.error and view.state in ("error", "crashed", "backing off"):
+            if view.error and view.state in FAILED:
                 note = Text(view.error, style="red")
             elif view.cause_at is not None:
                 what = ", ".join(view.cause[:3]) + (f" +{len(view.cause) - 3}" if len(view.cause) > 3 else "")
@@ -258,7 +261,7 @@ class Dashboard:
         console = console or Console()
 
         class Screen:
-            def __rich_console__(inner, console: Console, options: object):  # noqa: N805
+            def __rich_console__(inner, console: Console, options: object) -> Iterator[RenderableType]:  # noqa: N805
                 yield self.render(console.size.width, console.size.height)
 
         live = Live(Screen(), console=console, screen=True, auto_refresh=False,

@@ -1,10 +1,11 @@
-"""File events -> filter -> debounce -> one batch of changed paths per app.
+"""File events -> filter -> changed paths per app, handed to the runner's loop.
 
-Knows nothing about processes: it calls ``on_batch(app_name, batch)`` from its own thread
-after an app's files have been quiet for its ``reload_delay`` (and at the latest
-``MAX_WAIT`` after the first change of a steady stream). A batch holds the changed files the
-app's ``watch`` matches (code: a restart) and, apart, those only its ``live_reload.watch``
-matches (the browser refreshes, the process stays).
+Knows nothing about processes or time. Each change an app's ``watch`` matches (code: a
+restart) or, apart, one only its ``live_reload.watch`` matches (the browser refreshes, the
+process stays) goes into a buffer, and ``wake()`` is called when the buffer was empty: a burst
+of events costs the loop one wake-up. The loop ``drain()``s the buffer and debounces it
+(`devrun.watch.debounce`) into one batch per app once its files have been quiet for its
+``reload_delay``.
 
 Folders are watched one by one, so ignored ones (node_modules, .venv, .git, ...) are never
 walked and never cost a watch. They are watched by `FolderWatches`: one thread for every
@@ -19,109 +20,24 @@ import errno
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from watchdog.observers.api import BaseObserver
 
-from devrun.watch.folder_watches import CHANGE_EVENTS, CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
+from devrun.watch.debounce import Batch
+from devrun.watch.folder_watches import CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
 from devrun.watch.patterns import Matcher
 
-__all__ = ["CHANGE_EVENTS", "MAX_WAIT", "Batch", "Debouncer", "Watcher"]
+__all__ = ["Batch", "Watcher"]  # Batch: importers of it here predate devrun.watch.debounce
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT = 1.0
 POLL_INTERVAL = 0.5
 # Folders that cannot be watched for these reasons are skipped quietly, as git would skip them.
 UNWATCHABLE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP})
 OUT_OF_WATCHES = ("out of inotify watches, falling back to polling (slower); raise the limit "
                   "with: sudo sysctl fs.inotify.max_user_watches=524288")
 Files = list[os.DirEntry[str]]
-
-@dataclass(frozen=True)
-class Batch:
-    code: tuple[str, ...] = ()  # restart the app
-    live: tuple[str, ...] = ()  # refresh the browser only
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return self.code + self.live
-
-
-OnBatch = Callable[[str, Batch], None]
-
-
-@dataclass
-class _Pending:
-    first: float
-    last: float
-    paths: dict[str, bool] = field(default_factory=dict)  # ordered: path -> code (else live)
-
-
-class Debouncer:
-    """Collects paths per key; flushes a key once it has been quiet for its delay."""
-
-    def __init__(self, on_batch: OnBatch, clock: Callable[[], float] = time.monotonic):
-        self.on_batch = on_batch
-        self.clock = clock
-        self.delays: dict[str, float] = {}
-        self.pending: dict[str, _Pending] = {}
-        self.cond = threading.Condition()
-        self.closed = False
-        self.thread = threading.Thread(target=self._run, name="devrun-debounce", daemon=True)
-
-    def add(self, key: str, path: str, code: bool = True) -> None:
-        now = self.clock()
-        with self.cond:
-            entry = self.pending.get(key)
-            if entry is None:
-                entry = self.pending[key] = _Pending(now, now)
-            entry.last = now
-            entry.paths[path] = entry.paths.get(path, False) or code
-            self.cond.notify()
-
-    def due(self, now: float) -> list[tuple[str, Batch]]:
-        """Pop and return the batches whose quiet period has passed (call with cond held)."""
-        out = []
-        for key, entry in list(self.pending.items()):
-            if now >= self._deadline(key, entry):
-                del self.pending[key]
-                out.append((key, Batch(tuple(p for p, code in entry.paths.items() if code),
-                                       tuple(p for p, code in entry.paths.items() if not code))))
-        return out
-
-    def _deadline(self, key: str, entry: _Pending) -> float:
-        delay = self.delays.get(key, 0.03)
-        return min(entry.last + delay, entry.first + max(MAX_WAIT, delay))
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.closed:
-                    now = self.clock()
-                    ready = self.due(now)
-                    if ready:
-                        break
-                    waits = [self._deadline(k, e) - now for k, e in self.pending.items()]
-                    self.cond.wait(timeout=min(waits) if waits else None)
-                if self.closed:
-                    return
-            for key, batch in ready:
-                try:
-                    self.on_batch(key, batch)
-                except Exception:  # a failing consumer must not stop change detection
-                    log.exception("change handler failed")
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify()
-
 
 class _AppWatch:
     """One app's watches: a watch per kept folder. Runs on the FolderWatches thread only."""
@@ -337,14 +253,18 @@ class _LogRelay(logging.Handler):
 
 
 class Watcher:
-    """Watches every app's roots and reports debounced batches of changed files.
+    """Watches every app's roots and hands the changed files to the loop that owns it.
 
-    `observer` (a watchdog observer) replaces the platform's source of events; without it,
-    Linux uses one inotify instance and other systems watchdog's default Observer."""
+    `wake` is called from the watch thread when changes wait in a buffer that was empty; the
+    loop then takes them with `drain`. `observer` (a watchdog observer) replaces the platform's
+    source of events; without it, Linux uses one inotify instance and other systems watchdog's
+    default Observer."""
 
-    def __init__(self, on_batch: OnBatch, on_notice: Callable[[str, str], None] | None = None,
+    def __init__(self, wake: Callable[[], None], on_notice: Callable[[str, str], None] | None = None,
                  observer: BaseObserver | None = None):
-        self.debouncer = Debouncer(on_batch)
+        self.wake = wake
+        self.lock = threading.Lock()  # guards changes: filled on the watch thread, drained on the loop's
+        self.changes: list[tuple[str, str, bool]] = []  # (key, path, code) in arrival order
         self.on_notice = on_notice or (lambda app, text: None)
         self.relay = _LogRelay(self.on_notice)
         self.relay.attach()
@@ -353,44 +273,53 @@ class Watcher:
         self.files: dict[str, _FileWatch] = {}
         self.started = False
 
-    def add(self, name: str, matcher: Matcher, delay: float, live: Matcher | None = None) -> None:
+    def add(self, name: str, matcher: Matcher, live: Matcher | None = None) -> None:
         """Watch an app: `matcher` for its code, `live` (if any) for files that only refresh
         the browser. Both share the app's ignores, so the folders walked are the same."""
-        self.debouncer.delays[name] = delay
         self.folders.call(self._add, _AppWatch(self, name, matcher, live))
 
     def remove(self, name: str) -> None:
         """Stop watching an app (it was removed from devrun.yaml)."""
         self.folders.call(self._remove, name)
-        self.debouncer.delays.pop(name, None)
 
-    def watch_file(self, key: str, path: str, delay: float) -> None:
+    def watch_file(self, key: str, path: str) -> None:
         """Watch one file (devrun.yaml): a watch of its folder, this name only."""
-        self.debouncer.delays[key] = delay
         self.folders.call(self._watch_file, _FileWatch(self, key, os.path.abspath(path)))
 
     def unwatch_file(self, key: str) -> None:
         """Stop watching a file watched by watch_file (an env file no app names any more)."""
         self.folders.call(self._unwatch_file, key)
-        self.debouncer.delays.pop(key, None)
-
-    def watch_count(self, name: str) -> int:
-        return self.folders.call(lambda: len(self.apps[name].watches))
 
     def report(self, key: str, label: str, code: bool) -> None:
         # Before start nothing is reported, as before: changes made while the apps were being
         # set up are theirs.
-        if self.started:
-            self.debouncer.add(key, label, code)
+        if not self.started:
+            return
+        with self.lock:
+            first = not self.changes
+            self.changes.append((key, label, code))
+        # Only the first change of a burst wakes the loop: it drains the rest with it. Called
+        # outside the lock, so a wake that takes a lock of its own cannot order against ours.
+        if first:
+            try:
+                self.wake()
+            except Exception:  # a failing consumer must not stop change detection
+                log.exception("change handler failed")
+
+    def drain(self) -> list[tuple[str, str, bool]]:
+        """The changes reported since the last drain, as (key, path, code) in arrival order.
+        The loop clears its wake-up flag before draining: a change reported after the drain
+        then wakes it again."""
+        with self.lock:
+            changes, self.changes = self.changes, []
+        return changes
 
     def start(self) -> None:
         self.folders.call(self.folders.settle)
         self.started = True
-        self.debouncer.start()
         self.folders.start()
 
     def stop(self) -> None:
-        self.debouncer.close()
         self.folders.stop()
         self.relay.detach()
 

@@ -2,24 +2,22 @@
 and the app's third-party modules imported once; each generation is a fork of it, so a reload
 pays only for the project's own imports.
 
-Protocol over a Unix socket with the runner, one JSON line each way:
-  runner -> {"preload": [...], "project_roots": [...]}
-  server -> {"ready": n, "ms": ..., "modules": [...]} (every module it has: a forked generation
-            reports them all among its imports, and they are preloaded already)
-            or {"tainted": culprit, "module": name} (name "thread":
-            importing culprit started an OS thread, and forks of a threaded process may deadlock)
-  runner -> {"fork": spec} with SCM_RIGHTS fds: the generation's event and output pipes, the
-            app's listening socket (the server itself never keeps it) and the runner's
-            control pipe to the generation
-  server -> {"pid": pid}, {"stale": path}, or {"failed": why} (it could not fork)
+Protocol over a Unix socket with the runner, one devrun.wire message each way:
+  runner -> Hello(preload, project_roots)
+  server -> ServerReady(modules) (every module it has: a forked generation reports them all
+            among its imports, and they are preloaded already), or Tainted(culprit, module)
+  runner -> Fork() with SCM_RIGHTS fds: the generation's event and output pipes, the app's
+            listening socket (the server itself never keeps it) and the runner's control pipe
+            to the generation
+  server -> Forked(pid), ServerStale(path), or ForkFailed(why) (it could not fork)
 
 Every generation forked here is a spare: set up, and waiting for its full spec on its control
-pipe before it imports anything of the project. The runner hands it a spec only once it has its
+pipe (a Become) before it imports anything of the project. The runner hands it a spec only once it has its
 pid, so one whose answer came too late (or never) imports nothing and serves nothing: it exits
 when the runner closes its control pipe. The runner keeps one per app and hands it the next
 reload's spec, so a reload does not wait for a fork. Given its spec, a spare first makes the
 server's staleness check itself (it has the server's snapshot): if a preloaded file changed it
-reports `stale` and exits, and the runner replaces the server.
+reports Stale and exits, and the runner replaces the server.
 
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
 whose file is in the project is never imported here (it would be served stale). A preloaded
@@ -30,20 +28,33 @@ fd call here is the unpatched stdlib's, os.close included (see _close).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import importlib
-import json
 import os
 import signal
 import socket
 import sys
 import time
-from typing import Any
 
 from gevent import monkey
 
-from devrun.events import encode_wire
+from devrun.wire import (
+    Become,
+    Fork,
+    Forked,
+    ForkFailed,
+    Hello,
+    Message,
+    ServerReady,
+    ServerStale,
+    Stale,
+    Tainted,
+    WorkerSpec,
+    decode,
+    encode,
+)
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
 RUNNER_ENV = "DEVRUN_RUNNER_PID"
@@ -76,7 +87,7 @@ def os_threads() -> int:
         return 1
 
 
-def preload(names: list[str], roots: tuple[str, ...]) -> tuple[str, str] | None:
+def preload(names: tuple[str, ...], roots: tuple[str, ...]) -> tuple[str, str] | None:
     """Import names; return (culprit, why) if one of them pulled in project code (why: that
     module's name) or started an OS thread (why: "thread"): a fork copies only the forking
     thread, so a lock another thread held stays held for ever in every generation."""
@@ -163,8 +174,8 @@ def middle_dies_with(server: int) -> None:
         die_with(server)
 
 
-def send(sock: socket.socket, msg: dict[str, Any]) -> None:
-    sock.sendall(json.dumps(msg).encode() + b"\n")
+def send(sock: socket.socket, msg: Message) -> None:
+    sock.sendall(encode(msg))
 
 
 def main() -> int:
@@ -184,19 +195,19 @@ def main() -> int:
         if not chunk:
             return 0
         data += chunk
-    hello = json.loads(data)
-    roots = tuple(os.path.join(os.path.abspath(r), "") for r in hello["project_roots"])
-    t0 = time.monotonic()
-    culprit = preload(hello["preload"], roots)
+    hello = decode(data)
+    if not isinstance(hello, Hello):
+        return 1
+    roots = tuple(os.path.join(os.path.abspath(r), "") for r in hello.project_roots)
+    culprit = preload(hello.preload, roots)
     if culprit:
-        send(sock, {"tainted": culprit[0], "module": culprit[1]})
+        send(sock, Tainted(*culprit))
         return 0
     stamps = snapshot()
     # Everything preloaded moves to the collector's permanent generation: a generation's
     # collections then never walk (and so never write to, and copy) the pages it shares with us.
     gc.freeze()
-    send(sock, {"ready": len(sys.modules), "ms": round((time.monotonic() - t0) * 1000, 1),
-                "modules": sorted(sys.modules)})
+    send(sock, ServerReady(tuple(sorted(sys.modules))))
 
     # Exited first-level children are reaped here; their own children (the generations) belong
     # to the runner, which is a subreaper. (gevent's signal.signal(SIGCHLD) would start a hub.)
@@ -210,28 +221,29 @@ def main() -> int:
             return 0  # the runner closed our socket with a reply unread: retired all the same
         if not msg:
             return 0  # the runner closed our socket: we are retired
-        request = json.loads(msg)
         stale = changed(stamps)
-        if stale:
+        if stale or not isinstance(decode(msg), Fork) or len(fds) != 4:
             for fd in fds:
                 _close(fd)
-            send(sock, {"stale": stale})
-            return 0
+            if stale:
+                send(sock, ServerStale(stale))
+                return 0
+            send(sock, ForkFailed("not a fork request"))
+            continue
         try:
-            pid = spawn_generation(request["fork"], fds, sock, stamps)
+            pid = spawn_generation(fds, sock, stamps)
         except OSError as exc:  # out of processes or fds: the runner spawns instead
             pid, why = 0, exc.strerror or str(exc)
         else:
             why = "the generation's fork failed"
         for fd in fds:  # before the answer: once the runner has it, the port is never held here
             _close(fd)
-        send(sock, {"pid": pid} if pid else {"failed": why})
+        send(sock, Forked(pid) if pid else ForkFailed(why))
 
 
-def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
+def spawn_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
     """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
     event_fd, output_fd, listen_fd, control_fd = fds
-    spec = {**spec, "listen_fd": listen_fd, "control_fd": control_fd}  # the runner's fd numbers mean nothing here
     sys.stdout.flush()
     sys.stderr.flush()
     read_pid, write_pid = os.pipe()
@@ -252,7 +264,7 @@ def spawn_generation(spec: dict[str, Any], fds: list[int], sock: socket.socket, 
                 os.setsid()
                 os.write(write_pid, f"{os.getpid()}\n".encode())
                 _close(write_pid)
-                become_generation(spec, event_fd, output_fd, sock, middle, stamps)  # never returns
+                become_generation(listen_fd, control_fd, event_fd, output_fd, sock, middle, stamps)  # never returns
         finally:
             os._exit(0)
     _close(write_pid)
@@ -276,7 +288,7 @@ def read_pid_line(fd: int) -> int:
     return int(data)
 
 
-def wait_for_spec(fd: int) -> dict[str, Any]:
+def wait_for_spec(fd: int) -> WorkerSpec:
     """A spare's first line on its control pipe: the spec of the generation it becomes. The
     runner sends nothing else before the generation is serving; anything read past the line is
     handed on to the reader of later messages all the same."""
@@ -287,10 +299,13 @@ def wait_for_spec(fd: int) -> dict[str, Any]:
             os._exit(0)
         data += chunk
     line, rest = data.split(b"\n", 1)
-    return {**json.loads(line)["spec"], "control_pending": rest.decode("latin-1")}
+    become = decode(line)
+    if not isinstance(become, Become):
+        os._exit(1)
+    return dataclasses.replace(become.spec, control_pending=rest.decode("latin-1"))
 
 
-def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock: socket.socket,
+def become_generation(listen_fd: int, control_fd: int, event_fd: int, output_fd: int, sock: socket.socket,
                       middle: int, stamps: dict[str, int]) -> None:
     code = 1
     try:
@@ -311,15 +326,13 @@ def become_generation(spec: dict[str, Any], event_fd: int, output_fd: int, sock:
         from devrun.worker.serve import run
 
         # The fds are ours, whatever numbers the runner has for them.
-        spec = {**wait_for_spec(spec["control_fd"]), "listen_fd": spec["listen_fd"],
-                "control_fd": spec["control_fd"]}
+        spec = wait_for_spec(control_fd)
         set_name(b"devrun-gen")
         stale = changed(stamps)  # as the server checks before a fork, checked now, by us
         if stale:
-            os.write(event_fd, encode_wire("stale", path=stale))
+            os.write(event_fd, encode(Stale(stale)))
             os._exit(0)
-        spec["event_fd"] = event_fd
-        code = run(spec)
+        code = run(dataclasses.replace(spec, listen_fd=listen_fd, control_fd=control_fd, event_fd=event_fd))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

@@ -7,24 +7,24 @@ generation, so a page rendered by older code reloads itself as soon as the new g
 accepts its reconnect: after it is ready, never onto a refused connection or the previous code.
 A generation told to stop closes its streams at once, so they never hold up its exit. Template
 and stylesheet changes reach the open pages through the hub, without a restart.
-
-Imported by the runner too (for the reserved path), so gevent is imported only where used.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+import gevent
+from gevent.queue import Empty, Queue
+from gevent.socket import wait_read
+
 from devrun.loopback import LOOPBACK, Trust
+from devrun.wire import EVENTS_PATH, PREFIX, Message, Pages, Refreshed, sse
 from devrun.worker.guard import refuse
 
-PREFIX = "/__devrun__/"
-EVENTS_PATH = PREFIX + "events"
 SCRIPT_PATH = PREFIX + "livereload.js"
 BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 MAX_BUFFER = 8 * 1024 * 1024  # bigger HTML bodies are passed through untouched
@@ -34,7 +34,7 @@ SETTLE = 0.3  # page counts are reported once reconnects have settled
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-Report = Callable[..., None]  # Reporter.send(kind, **fields)
+Report = Callable[[Message], None]  # Reporter.send
 
 # A stream that ends is retried at once: it ends because its generation is stopping, and the
 # new connection then waits in the listen backlog until the next generation accepts it.
@@ -78,10 +78,6 @@ CLIENT_JS = r"""(function () {
 """
 
 
-def sse(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
-
-
 class LiveHub:
     """The open event streams of one generation (gevent greenlets, one thread)."""
 
@@ -95,8 +91,6 @@ class LiveHub:
         self.settling: Any = None
 
     def connect(self, seen: str) -> Any:
-        from gevent.queue import Queue
-
         queue: Queue[str | None] = Queue()
         self.streams.add(queue)
         if seen != self.generation:
@@ -108,13 +102,13 @@ class LiveHub:
         self.streams.discard(queue)
         self._changed()
 
-    def send(self, kind: str, paths: list[str] | None = None) -> None:
+    def send(self, kind: str) -> None:
         """Tell every open page: `reload` or `css`."""
         if self.closed:
             return
         for queue in self.streams:
             queue.put(kind)
-        self.report("refreshed", pages=len(self.streams), how=kind, paths=paths or [])
+        self.report(Refreshed(len(self.streams), kind))
 
     def close(self) -> None:
         """This generation is stopping: end every stream now; pages reconnect to the next."""
@@ -123,8 +117,6 @@ class LiveHub:
             queue.put(None)
 
     def _changed(self) -> None:
-        import gevent
-
         if self.settling is None and not self.closed:
             self.settling = gevent.spawn_later(SETTLE, self._settled)
 
@@ -133,11 +125,11 @@ class LiveHub:
         if self.closed:
             return
         if self.stale:
-            self.report("refreshed", pages=self.stale, how="reload", paths=[])
+            self.report(Refreshed(self.stale, "reload"))
             self.stale = 0
         if len(self.streams) != self.reported:
             self.reported = len(self.streams)
-            self.report("pages", count=self.reported)
+            self.report(Pages(self.reported))
 
 
 SCRIPT_VERSION = hashlib.sha256(CLIENT_JS.encode()).hexdigest()[:12]
@@ -201,9 +193,6 @@ class LiveReload:
         return self._maybe_inject(environ, start_response)
 
     def _stream(self, seen: str, start_response: StartResponse, sock: Any = None) -> Iterator[bytes]:
-        import gevent
-        from gevent.queue import Empty
-
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-store"),
                                   ("X-Accel-Buffering", "no")])
         if self.hub.closed:  # stopping: send the page on to the next generation
@@ -278,8 +267,6 @@ class LiveReload:
 
 
 def _wait_gone(sock: Any, queue: Any) -> None:
-    from gevent.socket import wait_read
-
     try:
         wait_read(sock.fileno())
     except Exception:  # closed under us: the stream is ending anyway

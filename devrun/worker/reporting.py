@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from devrun.events import encode_wire
+from devrun.wire import MAX_WIRE, Dropped, Message, encode
 
 
 class Reporter:
@@ -15,14 +14,14 @@ class Reporter:
         if fd is not None:
             os.set_blocking(fd, False)
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def send(self, message: Message) -> None:
         if self.fd is None:
             return
-        if self.dropped and kind != "dropped":
+        if self.dropped and not isinstance(message, Dropped):
             pending, self.dropped = self.dropped, 0
-            self.send("dropped", count=pending)
+            self.send(Dropped(pending))
         try:
-            os.write(self.fd, encode_wire(kind, **fields))
+            os.write(self.fd, encode(message, MAX_WIRE))
         except BlockingIOError:
             # The runner fell behind: losing a log line beats stalling a request.
             self.dropped += 1

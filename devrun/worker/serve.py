@@ -6,13 +6,12 @@ Runs after ``gevent.monkey.patch_all()`` (see ``__main__``).
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 import select
 import signal
 import socket
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -25,16 +24,30 @@ from gevent.pywsgi import WSGIServer
 
 from devrun.importspec import parse_import_string
 from devrun.loopback import Trust, is_loopback_address
+from devrun.wire import (
+    PREFIX,
+    SPEC_ENV,
+    Closed,
+    Failed,
+    Loaded,
+    Modules,
+    PinFailed,
+    PinOk,
+    Ready,
+    Refresh,
+    Request,
+    WorkerSpec,
+    Writes,
+    decode,
+)
 from devrun.worker.debugging import pin_failure_message, wrap_debugger
 from devrun.worker.errorpage import error_app
 from devrun.worker.frameworks import Adapter, adapter_for
-from devrun.worker.livereload import PREFIX, SOCKET_KEY, LiveHub, LiveReload
+from devrun.worker.livereload import SOCKET_KEY, LiveHub, LiveReload
 from devrun.worker.loading import AppLoadError, load_app
 from devrun.worker.reporting import Reporter
 from devrun.worker.takeover import TakeoverHandler
 from devrun.worker.writes import report_writes
-
-SPEC_ENV = "DEVRUN_WORKER"
 
 
 def die_with_runner(parent: int, lifeline_fd: int | None) -> None:
@@ -79,7 +92,7 @@ class ReportingHandler(TakeoverHandler):
             self.live.discard(self)
 
     def get_environ(self) -> dict[str, Any]:
-        environ = super().get_environ()
+        environ: dict[str, Any] = super().get_environ()
         environ[SOCKET_KEY] = self.socket  # live reload notices a page that went away by it
         return environ
 
@@ -110,8 +123,7 @@ class ReportingHandler(TakeoverHandler):
         if isinstance(status, bytes):
             status = status.decode("latin-1")
         ms = max(self.time_finish - self.time_start, 0.0) * 1000 if self.time_finish else 0.0
-        self.reporter.send("request", method=self.command or "-", path=self.path or "-",
-                           status=str(status).split()[0], ms=round(ms, 2))
+        self.reporter.send(Request(self.command or "-", self.path or "-", str(status).split()[0], round(ms, 2)))
 
 
 def report_modules(reporter: Reporter, project_roots: list[str]) -> None:
@@ -127,9 +139,9 @@ def report_modules(reporter: Reporter, project_roots: list[str]) -> None:
     for name in names:  # several messages: each must fit one atomic pipe write
         chunk.append(name)
         if sum(len(n) + 3 for n in chunk) > 3000:
-            reporter.send("modules", names=chunk)
+            reporter.send(Modules(tuple(chunk)))
             chunk = []
-    reporter.send("modules", names=chunk, last=True)
+    reporter.send(Modules(tuple(chunk), last=True))
 
 
 FIRST_REQUEST_GRACE = 1.0
@@ -160,11 +172,11 @@ def _has_input(sock: Any) -> bool:
         return False
 
 
-def trusts(spec: dict[str, Any], listener: socket.socket) -> tuple[Trust, Trust, Trust]:
+def trusts(spec: WorkerSpec, listener: socket.socket) -> tuple[Trust, Trust, Trust]:
     """Who sees the error page, the debugger, live reload (devrun.loopback). The configured host
     comes in the spec; before it did, the bound address stands for it."""
-    host = str(spec.get("host") or listener.getsockname()[0])
-    debug_remote = bool(spec["debug"].get("allow_remote"))
+    host = spec.host or str(listener.getsockname()[0])
+    debug_remote = spec.debug.allow_remote
     # Live reload off loopback passed config validation only with an allow_remote opt-in.
     live_remote = debug_remote or not is_loopback_address(listener.getsockname()[0])
     return Trust(host), Trust(host, debug_remote), Trust(host, live_remote)
@@ -175,9 +187,9 @@ def pin_reporter(reporter: Reporter) -> Callable[[int], None]:
 
     def report(count: int) -> None:
         if count == 0:  # the right PIN: Werkzeug started counting again
-            reporter.send("pin_ok")
+            reporter.send(PinOk())
             return
-        reporter.send("pin_failed", count=count)
+        reporter.send(PinFailed(count))
         sys.stderr.write(pin_failure_message(count) + "\n")
         sys.stderr.flush()
 
@@ -185,8 +197,8 @@ def pin_reporter(reporter: Reporter) -> Callable[[int], None]:
 
 
 def read_commands(fd: int, hub: LiveHub | None, adapter: Adapter | None, root: str, pending: bytes = b"") -> None:
-    """The runner's messages to this generation, one JSON line each (a greenlet): for now, that
-    templates or stylesheets changed. The framework applies a template edit first (Django resets
+    """The runner's messages to this generation (a greenlet): for now, that templates or
+    stylesheets changed. The framework applies a template edit first (Django resets
     its cached loaders), then the open pages are told, so their reload renders the new file."""
     from gevent import os as gos
 
@@ -195,14 +207,12 @@ def read_commands(fd: int, hub: LiveHub | None, adapter: Adapter | None, root: s
     while True:
         *lines, buf = buf.split(b"\n")
         for line in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                msg = json.loads(line)
-                if msg.get("live") in ("reload", "css"):
-                    paths = [str(p) for p in msg.get("paths", [])]
-                    if adapter is not None and msg["live"] == "reload":
-                        adapter.templates_changed([os.path.join(root, p) for p in paths])
-                    if hub is not None:
-                        hub.send(msg["live"], paths)
+            msg = decode(line)
+            if isinstance(msg, Refresh) and msg.how in ("reload", "css"):
+                if adapter is not None and msg.how == "reload":
+                    adapter.templates_changed([os.path.join(root, p) for p in msg.paths])
+                if hub is not None:
+                    hub.send(msg.how)
         try:
             chunk = gos.nb_read(fd, 65536)
         except OSError:
@@ -212,35 +222,49 @@ def read_commands(fd: int, hub: LiveHub | None, adapter: Adapter | None, root: s
         buf += chunk
 
 
+def report_written(reporter: Reporter, paths: list[str]) -> None:
+    for path in paths:  # one message each: every one fits an atomic pipe write
+        reporter.send(Writes((path,)))
+
+
+def go_away(live: set[ReportingHandler]) -> None:
+    for handler in list(live):
+        handler.go_away()
+
+
+def cut_taken(live: set[ReportingHandler]) -> None:
+    for handler in list(live):
+        if handler.taken is not None:
+            handler.cut()
+
+
 def main() -> int:
     """A spawned generation: the spec comes in the environment."""
-    return run(json.loads(os.environ.pop(SPEC_ENV)))
+    return run(WorkerSpec.from_json(os.environ.pop(SPEC_ENV)))
 
 
-def run(spec: dict[str, Any]) -> int:
+def run(spec: WorkerSpec) -> int:
     """Load the app and serve it until told to stop (spawned, or forked by the fork server)."""
-    t0 = time.monotonic()
-    die_with_runner(spec["runner_pid"], spec.get("lifeline_fd"))
-    reporter = Reporter(spec.get("event_fd"))
-    listener = socket.socket(fileno=spec["listen_fd"])
+    die_with_runner(spec.runner_pid, spec.lifeline_fd)
+    reporter = Reporter(spec.event_fd)
+    listener = socket.socket(fileno=spec.listen_fd)
     page_trust, debug_trust, live_trust = trusts(spec, listener)
-    root = spec["cwd"]
+    root = spec.cwd
     if root not in sys.path:
         sys.path.insert(0, root)
 
     go = Event()
     gevent.signal_handler(signal.SIGUSR1, go.set)
-    debug = spec["debug"]
-    import_spec = parse_import_string(spec["app"])
+    debug = spec.debug
+    import_spec = parse_import_string(spec.app)
     # Before the app's import: a log or database it opens right then is its own, not an edit.
-    report_writes(root, spec.get("watch_roots", []),
-                  lambda paths: [reporter.send("writes", paths=[path]) for path in paths])
+    report_writes(root, spec.watch_roots, functools.partial(report_written, reporter))
     failed = None
     adapter: Adapter | None = None
     try:
         app = load_app(import_spec, root)
         adapter = adapter_for(app)
-        if debug["enabled"]:
+        if debug.enabled:
             adapter.enable_debug()
         adapter.enable_template_reload()  # an edited template is never served stale
         app = adapter.wrap(app)  # what the framework's own dev server adds: static files
@@ -253,17 +277,16 @@ def run(spec: dict[str, Any]) -> int:
         sys.stderr.write(text.rstrip("\n") + "\n")
         sys.stderr.flush()
         failed = (summary, text)
-        app = error_app(spec["name"], spec["app"], exc, text, debug["enabled"], page_trust)
-    if debug["enabled"]:
-        app = wrap_debugger(app, evalex=debug["evalex"], pin=debug["pin"], trust=debug_trust,
-                            pin_failures=int(spec.get("pin_failures") or 0), on_pin=pin_reporter(reporter))
+        app = error_app(spec.name, spec.app, exc, text, debug.enabled, page_trust)
+    if debug.enabled:
+        app = wrap_debugger(app, evalex=debug.evalex, pin=debug.pin, trust=debug_trust,
+                            pin_failures=spec.pin_failures, on_pin=pin_reporter(reporter))
     hub = None
-    if spec.get("live"):  # outermost, so the debugger's and the error pages get the script too
-        hub = LiveHub(f"{spec['runner_pid']}.{spec['number']}", reporter.send)
+    if spec.live:  # outermost, so the debugger's and the error pages get the script too
+        hub = LiveHub(f"{spec.runner_pid}.{spec.number}", reporter.send)
         app = LiveReload(app, hub, live_trust)
-    if spec.get("control_fd") is not None:
-        gevent.spawn(read_commands, spec["control_fd"], hub, adapter, root,
-                     spec.get("control_pending", "").encode("latin-1"))
+    if spec.control_fd is not None:
+        gevent.spawn(read_commands, spec.control_fd, hub, adapter, root, spec.control_pending.encode("latin-1"))
 
     live: set[ReportingHandler] = set()
     handler = type("Handler", (ReportingHandler,), {"reporter": reporter, "live": live})
@@ -271,40 +294,38 @@ def run(spec: dict[str, Any]) -> int:
     server = WSGIServer(listener, app, handler_class=handler, log=None, error_log=sys.stderr, spawn=Pool(None))
     # Wait for the runner's go before accepting: it first makes the previous generation stop
     # accepting, so no client ever sees the new code and then the old one again.
-    reporter.send("loaded", ok=failed is None)
+    reporter.send(Loaded())
     while not go.wait(timeout=3600):  # a timer keeps gevent's loop alive while it waits for the signal
         pass
     server.start()
-    ms = round((time.monotonic() - t0) * 1000, 1)
     if failed:
-        reporter.send("failed", summary=failed[0], traceback=failed[1], ms=ms)
+        reporter.send(Failed(failed[0], failed[1]))
     else:
         assert adapter is not None
         # The runner restarts the app for a template edit the framework cannot apply in place.
-        reporter.send("ready", ms=ms, framework=adapter.describe(), templates=adapter.refreshes_templates)
-    if spec.get("report_modules"):
-        gevent.spawn(report_modules, reporter, [root, *spec.get("watch_roots", [])])
+        reporter.send(Ready(adapter.describe(), adapter.refreshes_templates))
+    if spec.report_modules:
+        gevent.spawn(report_modules, reporter, [root, *spec.watch_roots])
 
     done = Event()
 
     def stop() -> None:
         ReportingHandler.stopping = True
         server.close()  # stop accepting: the next generation or the runner takes new connections
-        reporter.send("closed")
+        reporter.send(Closed())
         if hub is not None:
             hub.close()  # open pages reconnect to the next generation instead of holding us up
         close_idle(live)
         gevent.spawn_later(FIRST_REQUEST_GRACE, close_idle, live, True)
         # A WebSocket never ends by itself: its client is asked to close now, so it reconnects to
         # the next generation at once (a second pass for one upgraded while this stop began).
-        grace = spec["graceful_timeout"]
-        for handler in list(live):
-            handler.go_away()
-        gevent.spawn_later(FIRST_REQUEST_GRACE, lambda: [h.go_away() for h in list(live)])
+        grace = spec.graceful_timeout
+        go_away(live)
+        gevent.spawn_later(FIRST_REQUEST_GRACE, go_away, live)
         # Whatever the app still holds (a client that never answered the Close) is shut before the
         # timeout, so its handler and its library's reader end, and this generation exits, by then.
         cut_at = max(grace - TakeoverHandler.CUT_AHEAD, grace / 2)
-        gevent.spawn_later(cut_at, lambda: [h.cut() for h in list(live) if h.taken is not None])
+        gevent.spawn_later(cut_at, cut_taken, live)
         server.stop(timeout=grace)
         done.set()
 
