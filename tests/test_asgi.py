@@ -114,6 +114,7 @@ def test_wsgi_apps_still_load(module: Callable[[str], str], tmp_path: Path) -> N
     assert load(f"{name}:flask_app", tmp_path) is sys.modules[name].flask_app
 
 
+@pytest.mark.process
 def test_djangos_asgi_module_fails_at_load_naming_its_wsgi_module(
         tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     site = startproject(tmp_path, app=None)  # startproject alone writes asgi.py

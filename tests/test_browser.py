@@ -19,6 +19,8 @@ import pytest
 
 from tests.helpers import Devrun, free_port, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 CHROMIUM = os.environ.get("DEVRUN_CHROMIUM", "/usr/bin/chromium")
 
 

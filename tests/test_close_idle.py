@@ -107,6 +107,7 @@ def get_on(conn: socket.socket, path: str, port: int) -> bytes:
     return read_response(conn)
 
 
+@pytest.mark.process
 def test_a_request_sent_on_a_kept_alive_connection_during_a_reload_is_answered(
     tmp_path: Path, devrun: Callable[..., Devrun]
 ) -> None:

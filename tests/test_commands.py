@@ -35,6 +35,7 @@ def check(project: Path, text: str) -> subprocess.CompletedProcess[str]:
     return devrun("check", cwd=project)
 
 
+@pytest.mark.process
 def test_check_lists_the_apps(project: Path) -> None:
     r = check(project, GOOD)
     assert r.returncode == 0, r.stderr
@@ -71,6 +72,7 @@ BAD = [
 ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("name", "text", "line", "path", "fragments"), BAD, ids=[b[0] for b in BAD])
 def test_check_reports_bad_input_located_with_exit_2(
     project: Path, name: str, text: str, line: int, path: str | None, fragments: list[str]
@@ -87,6 +89,7 @@ def test_check_reports_bad_input_located_with_exit_2(
     assert "problem" in r.stderr.splitlines()[-1] and "nothing was started" not in r.stderr  # check starts nothing
 
 
+@pytest.mark.process
 def test_every_error_in_one_run(project: Path) -> None:
     r = check(project, GOOD.replace("5001", "0") + "    ignroe: []\n    debug: {evalx: 1}\n")
     assert r.returncode == 2
@@ -95,6 +98,7 @@ def test_every_error_in_one_run(project: Path) -> None:
     assert "3 problems" in r.stderr
 
 
+@pytest.mark.process
 def test_alias_bomb_is_refused_quickly(project: Path) -> None:
     lines = ["a: &a ['x','x','x','x','x','x','x','x','x']"]
     for i in range(8):
@@ -104,6 +108,7 @@ def test_alias_bomb_is_refused_quickly(project: Path) -> None:
     assert r.returncode == 2 and "alias" in r.stderr
 
 
+@pytest.mark.process
 def test_schema_prints_the_shipped_schema(tmp_path: Path) -> None:
     r = devrun("schema", cwd=tmp_path)
     assert r.returncode == 0
@@ -114,6 +119,7 @@ def test_schema_prints_the_shipped_schema(tmp_path: Path) -> None:
     assert printed["properties"]["apps"]["additionalProperties"]["$ref"].endswith("AppConfig")
 
 
+@pytest.mark.process
 def test_example_config_is_valid_and_points_at_the_schema() -> None:
     r = devrun("check", "-c", "devrun.yaml.example", cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -150,6 +156,7 @@ SAMPLES = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("kind", SAMPLES)
 def test_init_detects_the_app_and_writes_a_valid_file(tmp_path: Path, kind: str) -> None:
     files, import_string, cwd = SAMPLES[kind]
@@ -168,6 +175,7 @@ def test_init_detects_the_app_and_writes_a_valid_file(tmp_path: Path, kind: str)
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.process
 def test_init_never_overwrites_without_force(tmp_path: Path) -> None:
     write(tmp_path / "hello.py", "from flask import Flask\napp = Flask(__name__)\n")
     (tmp_path / "devrun.yaml").write_text("# mine\n")
@@ -179,12 +187,14 @@ def test_init_never_overwrites_without_force(tmp_path: Path) -> None:
     assert 'app: "hello:app"' in (tmp_path / "devrun.yaml").read_text()
 
 
+@pytest.mark.process
 def test_init_in_an_empty_folder_writes_a_template_that_passes_check(tmp_path: Path) -> None:
     r = devrun("init", cwd=tmp_path)
     assert r.returncode == 0 and "no app found" in r.stdout
     assert devrun("check", cwd=tmp_path).returncode == 0
 
 
+@pytest.mark.process
 def test_check_shows_brackets_in_values_as_written(project: Path) -> None:
     # Rich would read `[/a]` as a closing markup tag (and die), `[bold]` as a style.
     r = check(project, GOOD + "    watch: ['**/[/a].py', '**/[bold].py']\n")
@@ -203,6 +213,7 @@ def _closed_stdout(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         os.close(write_end)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("args", [("status", "--json"), ("status",), ("check",), ("schema",)])
 def test_a_closed_output_ends_the_command_quietly(project: Path, args: tuple[str, ...]) -> None:
     (project / "devrun.yaml").write_text(GOOD)
@@ -211,6 +222,7 @@ def test_a_closed_output_ends_the_command_quietly(project: Path, args: tuple[str
     assert r.stderr == ""  # no traceback, no "Exception ignored"
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a disk-full output")
 @pytest.mark.parametrize("args", [("schema",), ("check",), ("status", "--json")])
 def test_a_full_disk_on_the_output_is_one_line(project: Path, args: tuple[str, ...]) -> None:

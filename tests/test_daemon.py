@@ -20,6 +20,8 @@ import pytest
 
 from tests.helpers import Devrun, alive, descendants, free_port, get, port_open, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 APP = ("import os\ndef app(e, s):\n"
        "    s('200 OK', [('Content-Type', 'text/plain')]); return [str(os.getpid()).encode()]\n")
 

@@ -178,6 +178,7 @@ class Pty:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.process
 def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, devrun: Callable[..., object]) -> None:
     import sys
 
@@ -203,6 +204,7 @@ def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, devrun: Callable[...,
         term.kill()
 
 
+@pytest.mark.process
 def test_sigterm_gives_the_terminal_back(tmp_path: Path, devrun: Callable[..., object]) -> None:
     import sys
 

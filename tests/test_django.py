@@ -7,8 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Devrun, free_port, get, wait_for, write
 from tests.projects import django_config, django_project
+
+pytestmark = pytest.mark.process  # every test here starts processes
 
 
 def setup(tmp: Path, debug: bool = True, reload: str = "fork") -> tuple[Path, int]:

@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Devrun, free_port, get, wait_for, write
+
+pytestmark = pytest.mark.process  # every test here starts processes
 
 APP = """
     import os

@@ -23,6 +23,8 @@ import pytest
 
 from tests.helpers import Devrun, alive, descendants, free_port, get, port_open, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 IMAGES = """
     import os
 

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import Devrun, alive, descendants, free_port, get, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 APP = """
     import os
     {extra}

@@ -197,6 +197,7 @@ FLASK = """
 """
 
 
+@pytest.mark.process
 def test_the_runner_page_after_a_crash_shows_output_to_loopback_only(
     tmp_path: Path, devrun: Callable[..., Devrun]
 ) -> None:
@@ -211,6 +212,7 @@ def test_the_runner_page_after_a_crash_shows_output_to_loopback_only(
     assert status == 400 and "generation" not in body
 
 
+@pytest.mark.process
 def test_the_load_error_page_shows_the_traceback_to_loopback_only(
     tmp_path: Path, devrun: Callable[..., Devrun]
 ) -> None:
@@ -222,6 +224,7 @@ def test_the_load_error_page_shows_the_traceback_to_loopback_only(
     assert status == 500 and "SyntaxError" not in body and "app.py" not in body
 
 
+@pytest.mark.process
 def test_debug_mode_with_a_foreign_host(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     port = project(tmp_path, FLASK, "            debug: {enabled: true}")
     devrun("up", "--no-dashboard", cwd=tmp_path)
@@ -250,6 +253,7 @@ def _ipv6_loopback() -> bool:
         return False
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
 def test_f13_the_console_works_on_host_ipv6_loopback(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     port = project(tmp_path, FLASK, "            debug: {enabled: true}", host="::1")

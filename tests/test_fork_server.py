@@ -8,7 +8,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Devrun, free_port, get, wait_for, write
+
+pytestmark = pytest.mark.process  # every test here starts processes
 
 APP = """
     import os, json

@@ -151,6 +151,7 @@ def django_copy(django_project: Path, tmp_path: Path, settings_tail: str = "") -
     return copy
 
 
+@pytest.mark.process
 def test_django_debug_serves_static_files_and_fresh_templates(django_project: Path, tmp_path: Path) -> None:
     import django
 
@@ -186,6 +187,7 @@ def test_django_debug_serves_static_files_and_fresh_templates(django_project: Pa
     assert "kaboom-django" in boom[1] and "<code>DEBUG = True</code>" in boom[1]
 
 
+@pytest.mark.process
 def test_django_without_debug_serves_no_static_files(django_project: Path, tmp_path: Path) -> None:
     project = django_copy(django_project, tmp_path, '\nDEBUG = False\nALLOWED_HOSTS = ["localhost"]\n')
     out = django_run(project, [["get", "/polls/"], ["get", "/static/polls/style.css"],
@@ -196,6 +198,7 @@ def test_django_without_debug_serves_no_static_files(django_project: Path, tmp_p
     assert out["describe"].endswith("(static files: off, DEBUG is False)"), out["describe"]
 
 
+@pytest.mark.process
 def test_django_without_staticfiles_app_serves_no_static_files(django_project: Path, tmp_path: Path) -> None:
     project = django_copy(django_project, tmp_path)
     projects.edit(project / "mysite/settings.py", ("'django.contrib.staticfiles',", ""))
@@ -468,6 +471,7 @@ def test_detection() -> None:
     # Django is detected in its own process (test_django_debug_serves_static_files_and_fresh_templates).
 
 
+@pytest.mark.process
 def test_detection_imports_no_framework() -> None:
     """Frameworks the app did not import stay unimported; Flask-shaped apps are recognised
     without Flask, as before."""

@@ -15,6 +15,8 @@ import pytest
 
 from tests.helpers import Devrun, alive, free_port, get, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 APP = """
     import os
     from flask import Flask, render_template

@@ -64,6 +64,7 @@ def test_refusals_say_whether_the_name_or_the_peer_is_wrong() -> None:
     assert LOOPBACK.refuses({"HTTP_HOST": "localhost", "REMOTE_ADDR": "10.1.2.3"}) == FOREIGN_PEER
 
 
+@pytest.mark.process
 def test_the_runner_side_imports_nothing_heavy() -> None:
     code = ("import sys, devrun.loopback, devrun.runner.fallback; "
             "heavy = [m for m in ('gevent', 'werkzeug') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")

@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import Devrun, alive, descendants, free_port, get, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 VERSIONED = """
     import os, time
     VERSION = {version}

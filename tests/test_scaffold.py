@@ -36,6 +36,7 @@ def test_a_django_project_gets_one_entry_its_wsgi_module_with_the_settings_of_ma
     assert "Django" in found.kind
 
 
+@pytest.mark.process
 def test_django_settings_come_from_manage_py(tmp_path: Path) -> None:
     site = startproject(tmp_path)
     manage = site / "manage.py"
@@ -44,6 +45,7 @@ def test_django_settings_come_from_manage_py(tmp_path: Path) -> None:
     assert dict(found.env) == {"DJANGO_SETTINGS_MODULE": "mysite.settings_dev"}
 
 
+@pytest.mark.process
 def test_djangos_own_modules_are_never_candidates(tmp_path: Path) -> None:
     site = startproject(tmp_path)
     # A module-level `app` or `application` in Django's own modules names something else: the
@@ -133,6 +135,7 @@ def test_wsgi_apps_of_the_same_frameworks_family_are_still_found(tmp_path: Path)
     assert sorted(f.app for f in detect(tmp_path)) == ["chat:app", "things:app"]
 
 
+@pytest.mark.process
 def test_a_flask_app_beside_an_asgi_py_keeps_its_entry(tmp_path: Path) -> None:
     write(tmp_path / "app.py", "from flask import Flask\n\napp = Flask(__name__)\n")
     write(tmp_path / "asgi.py", "from asgiref.wsgi import WsgiToAsgi\n\nfrom app import app\n\n"
@@ -143,6 +146,7 @@ def test_a_flask_app_beside_an_asgi_py_keeps_its_entry(tmp_path: Path) -> None:
     assert [a["app"] for a in apps.values()] == ["app:app"]
 
 
+@pytest.mark.process
 def test_init_beside_a_fastapi_main_writes_the_no_app_template(tmp_path: Path) -> None:
     write(tmp_path / "main.py", ASGI["fastapi"]["main.py"])
     r = run_devrun("init", cwd=tmp_path)
@@ -150,6 +154,7 @@ def test_init_beside_a_fastapi_main_writes_the_no_app_template(tmp_path: Path) -
     assert "no app found" in r.stdout and "main:app" not in (tmp_path / "devrun.yaml").read_text()
 
 
+@pytest.mark.process
 def test_init_in_a_django_project_writes_one_entry_that_devrun_up_serves(
         tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     site = startproject(tmp_path)

@@ -209,6 +209,7 @@ def untouched(targets: dict[str, Path]) -> dict[str, str]:
     return changed
 
 
+@pytest.mark.process
 def test_check_replaces_a_planted_schema_link_and_never_writes_its_target(
         planted: tuple[Path, dict[str, Path]]) -> None:
     project, targets = planted
@@ -219,6 +220,7 @@ def test_check_replaces_a_planted_schema_link_and_never_writes_its_target(
     assert not schema.is_symlink() and json.loads(schema.read_text())["title"] == "devrun.yaml"
 
 
+@pytest.mark.process
 def test_up_refuses_a_planted_pid_link_with_one_line_and_then_runs_without_writing_through_links(
         planted: tuple[Path, dict[str, Path]]) -> None:
     project, targets = planted
@@ -249,6 +251,7 @@ def test_up_refuses_a_planted_pid_link_with_one_line_and_then_runs_without_writi
     assert (project / ".devrun" / ".gitignore").is_symlink()  # not devrun's to write: left as it was
 
 
+@pytest.mark.process
 def test_a_symlinked_state_folder_is_refused_by_every_command(tmp_path: Path) -> None:
     project = tmp_path / "project"
     write(project / "a" / "a.py", APP)
@@ -266,6 +269,7 @@ def test_a_symlinked_state_folder_is_refused_by_every_command(tmp_path: Path) ->
     assert list(elsewhere.iterdir()) == [] and mode(elsewhere) == 0o755
 
 
+@pytest.mark.process
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a folder of another user")
 def test_a_state_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     project = tmp_path / "project"
@@ -280,6 +284,7 @@ def test_a_state_folder_of_another_user_is_refused(tmp_path: Path) -> None:
     assert list((project / ".devrun").iterdir()) == []
 
 
+@pytest.mark.process
 def test_the_preload_list_replaces_a_planted_link_and_never_writes_its_target(
         planted: tuple[Path, dict[str, Path]]) -> None:
     project, targets = planted

@@ -9,7 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Devrun, alive, free_port, get, port_open, wait_for, write
+
+pytestmark = pytest.mark.process  # every test here starts processes
 
 FLASK_APP = """
     import os, time

@@ -27,6 +27,8 @@ from wsproto.events import CloseConnection
 
 from tests.helpers import Devrun, free_port, wait_for, write
 
+pytestmark = pytest.mark.process  # every test here starts processes
+
 GRACE = 1.0  # the apps' graceful_timeout: small, so "by the timeout" is measurable
 SLACK = 0.5  # what the runner may add to it: reaping the old generation and printing the line
 
