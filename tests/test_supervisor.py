@@ -11,7 +11,8 @@ from devrun import events, wire
 from devrun.config import App, AppConfig
 from devrun.events import AppStatus as State
 from devrun.runner.generation import ChildExited, ChildMessage, Generation, GenState
-from devrun.runner.supervisor import GIT_LOCK_WAIT, MAX_CRASHES, AppSupervisor
+from devrun.runner.policy import GIT_LOCK_WAIT, MAX_CRASHES
+from devrun.runner.supervisor import AppSupervisor
 
 
 class FakeProc:
@@ -152,15 +153,15 @@ def test_crash_backs_off_exponentially_and_a_change_restarts_at_once() -> None:
     for n in range(4):
         r.exit(r.gens[-1], 1)
         assert r.sup.state is (State.CRASHED if n == 0 else State.BACKOFF)
-        delays.append(r.sup.restart_at - r.now)  # type: ignore[operator]
-        r.now = r.sup.restart_at  # type: ignore[assignment]
+        delays.append(r.sup.backoff.restart_at - r.now)  # type: ignore[operator]
+        r.now = r.sup.backoff.restart_at  # type: ignore[assignment]
         r.sup.tick()
         r.say(r.gens[-1], wire.Ready())
     assert delays == [1, 2, 3, 3]
     r.exit(r.gens[-1], 1)
     count = len(r.gens)
     r.sup.reload(("fix.py",))
-    assert len(r.gens) == count + 1 and r.sup.restart_at is None
+    assert len(r.gens) == count + 1 and r.sup.backoff.restart_at is None
 
 
 def test_a_crash_loop_settles_into_waiting_for_a_change() -> None:
@@ -169,18 +170,18 @@ def test_a_crash_loop_settles_into_waiting_for_a_change() -> None:
     for _ in range(MAX_CRASHES - 1):
         r.say(r.gens[-1], wire.Ready())
         r.exit(r.gens[-1], 1)
-        r.now = r.sup.restart_at  # type: ignore[assignment]
+        r.now = r.sup.backoff.restart_at  # type: ignore[assignment]
         r.sup.tick()
     r.say(r.gens[-1], wire.Ready())
     r.exit(r.gens[-1], 1)  # the last straw: no restart is scheduled
-    assert r.sup.restart_at is None and r.sup.state is State.CRASHED
+    assert r.sup.backoff.restart_at is None and r.sup.state is State.CRASHED
     count = len(r.gens)
     r.now += 3600
     r.sup.tick()
     assert len(r.gens) == count  # it waits, however long
     assert "waiting for a change" in str(r.events[-1])
     r.sup.reload(("fix.py",))  # a save starts it again, with a fresh backoff
-    assert len(r.gens) == count + 1 and r.sup.failures == 0
+    assert len(r.gens) == count + 1 and r.sup.backoff.failures == 0
 
 
 def test_a_change_to_a_file_the_app_writes_itself_restarts_nothing() -> None:
@@ -248,12 +249,12 @@ def test_a_generation_that_stayed_up_resets_the_backoff() -> None:
     r.sup.start()
     r.say(r.gens[0], wire.Ready())
     r.exit(r.gens[0], 1)
-    r.now = r.sup.restart_at  # type: ignore[assignment]
+    r.now = r.sup.backoff.restart_at  # type: ignore[assignment]
     r.sup.tick()
     r.say(r.gens[1], wire.Ready())
     r.now += 60
     r.exit(r.gens[1], 1)
-    assert r.sup.restart_at == r.now + 1
+    assert r.sup.backoff.restart_at == r.now + 1
 
 
 def test_crash_of_the_old_generation_during_a_reload_spawns_nothing_extra() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for the pure restart/reload policy: supervisor.backoff_delay and debounce.Debouncer.
+"""Unit tests for the pure restart/reload policy: runner.policy (backoff, git hold) and debounce.Debouncer.
 
 The Debouncer is pure: time is a plain number handed to add() and due(), as the runner's loop does.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from devrun.runner.supervisor import backoff_delay
+from devrun.runner.policy import GIT_LOCK_WAIT, MAX_CRASHES, STABLE_AFTER, Backoff, GitHold, backoff_delay
 from devrun.watch import debounce, watcher
 from devrun.watch.debounce import MAX_WAIT, Debouncer
 
@@ -50,6 +50,55 @@ def test_regression_a_very_long_crash_loop_overflows(failures: int) -> None:
     crashing for ~3 hours (1024 restarts at 10 s) would crash the runner in _on_exit."""
     assert backoff_delay(failures) == 10.0
 
+
+
+# -- Backoff and GitHold -------------------------------------------------------------------
+
+
+def test_backoff_counts_a_crash_loop_and_settles_after_max_crashes() -> None:
+    backoff = Backoff(0.5, 10.0)
+    delays = []
+    for n in range(MAX_CRASHES - 1):
+        delay = backoff.crashed(now=100.0 + n, uptime=0.1)
+        assert delay is not None and backoff.restart_at == 100.0 + n + delay
+        delays.append(delay)
+    assert delays == [backoff_delay(n) for n in range(1, MAX_CRASHES)]
+    assert backoff.crashed(now=200.0, uptime=0.1) is None  # waits for a change from now on
+
+
+def test_a_crash_after_a_stable_run_starts_counting_again() -> None:
+    backoff = Backoff(0.5, 10.0)
+    backoff.crashed(now=0.0, uptime=0.1)
+    backoff.crashed(now=1.0, uptime=0.1)
+    assert backoff.crashed(now=2.0, uptime=STABLE_AFTER) == 0.5 and backoff.failures == 1
+
+
+def test_a_restart_is_due_once_and_cancel_or_reset_drops_it() -> None:
+    backoff = Backoff(0.5, 10.0)
+    backoff.crashed(now=10.0, uptime=0.1)
+    assert not backoff.due(10.4) and backoff.due(10.5) and not backoff.due(11.0)
+    backoff.crashed(now=20.0, uptime=0.1)
+    backoff.cancel()
+    assert backoff.restart_at is None and backoff.failures == 2
+    backoff.reset()
+    assert backoff.failures == 0
+
+
+def test_git_hold_keeps_changes_while_busy_and_releases_them_once() -> None:
+    busy = [True]
+    hold = GitHold(lambda: busy[0])
+    assert hold.keep(("a.py",), now=0.0) and hold.keep(("b.py", "a.py"), now=1.0)
+    assert hold.until == GIT_LOCK_WAIT and not hold.due(2.0)
+    busy[0] = False
+    assert hold.due(2.0)
+    assert hold.take(("c.py",)) == ("a.py", "b.py", "c.py") and not hold.waiting and hold.until is None
+    assert not hold.keep(("d.py",), now=3.0)  # git is done: nothing is held
+
+
+def test_git_hold_gives_up_waiting_after_git_lock_wait() -> None:
+    hold = GitHold(lambda: True)
+    assert hold.keep(("a.py",), now=0.0)
+    assert hold.due(GIT_LOCK_WAIT) and not hold.keep(("b.py",), now=GIT_LOCK_WAIT)
 
 # -- Debouncer ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ SUBSCRIBER_BYTES = 4 * 1024 * 1024
 COMMAND_WAIT = 10.0
 HEARTBEAT = 5.0
 
-Post = Callable[[events.Command], None]  # to the runner's main thread: the only one that acts
+PostCommand = Callable[[events.Command], None]  # to the runner's main thread: the only one that acts
 
 
 def _row(app: AppState, now: float) -> dict[str, Any]:
@@ -87,7 +87,7 @@ class _Subscriber:
 
 
 class RemoteView:
-    def __init__(self, apps: list[tuple[str, str]], post: Post, info: dict[str, Any]):
+    def __init__(self, apps: list[tuple[str, str]], post: PostCommand, info: dict[str, Any]):
         self.lock = threading.Lock()
         self.apps = {name: AppState(name, url) for name, url in apps}
         self.order = [name for name, _ in apps]

@@ -35,7 +35,7 @@ from devrun.runner import generation as process
 from devrun.runner.generation import ForkedChild, Generation, Post
 from devrun.watch.patterns import Matcher
 
-Notice = Callable[[str, str], None]  # (text, level)
+Say = Callable[[str, str], None]  # a notice of the app's: (text, level)
 
 # A fork answers in 5 to 20 ms here (Falcon, Django). The main thread waits this long at most for
 # one, and never again on a server that missed it once.
@@ -247,7 +247,7 @@ class ForkServer:
 class ForkLauncher:
     """Hands out generations for one app: forked when a server is ready, else spawned."""
 
-    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], notice: Notice,
+    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], notice: Say,
                  cache: Path | None = None):
         self.app = app
         self.listener = listener

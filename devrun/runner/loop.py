@@ -68,7 +68,7 @@ def new_pin() -> str:
 
 
 class Runner:
-    def __init__(self, config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = False,
+    def __init__(self, config: Config, names: Sequence[str] | None, views: Sequence[View], serve_control: bool = False,
                  launcher: Callable[[App, socket.socket, dict[str, str]], Launcher] | None = None):
         self.config = config
         # How each app's generations start: spawned or forked, as its config says (tests give fakes).
@@ -76,7 +76,7 @@ class Runner:
         # The apps asked for on the command line; None: every app, also those an edit adds.
         self.selected: list[str] | None = list(names) if names is not None else None
         self.views = list(views)
-        self.control = control  # the control socket, app logs and the one-runner lock
+        self.serve_control = serve_control  # the control socket, app logs and the one-runner lock
         self.inbox: queue.Queue[InboxItem] = queue.Queue()
         self.supervisors: dict[str, AppSupervisor] = {}
         self.listeners: dict[str, socket.socket] = {}
@@ -149,7 +149,7 @@ class Runner:
                                          lambda app, text: self.inbox.put(events.Notice(app, text, "warning")))
         try:
             with contextlib.ExitStack() as stack:
-                if self.control:
+                if self.serve_control:
                     self._serve_control(stack)
                 for view in self.views:
                     running = getattr(view, "running", None)
@@ -163,7 +163,7 @@ class Runner:
                 if not self.supervisors:
                     self.notice("no app could start", "error")
                     return 1
-                if self.control:
+                if self.serve_control:
                     self._watch_file(CONFIG_KEY, str(self.config.file))
                     self._watch_env_files()
                 watcher.start()
@@ -516,6 +516,7 @@ class Runner:
             sup.kill_everything()
 
 
-def run_apps(config: Config, names: Sequence[str] | None, views: Sequence[View], control: bool = True) -> int:
-    return Runner(config, names, views, control).run()
+def run_apps(config: Config, names: Sequence[str] | None, views: Sequence[View]) -> int:
+    """`devrun up`: the runner with its control socket, app logs and one-runner lock."""
+    return Runner(config, names, views, serve_control=True).run()
 

@@ -8,7 +8,6 @@ Reloads are blue/green: the new generation loads and serves before the old one i
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import time
 from collections import deque
@@ -21,24 +20,18 @@ from devrun.runner.fallback import Fallback
 from devrun.runner.generation import ChildExited, ChildMessage, ChildOutput, Generation, Post
 from devrun.runner.inbox import ChildItem
 from devrun.runner.launcher import Launcher, SpawnLauncher
-from devrun.watch.patterns import repo_top
+from devrun.runner.policy import MAX_CRASHES, Backoff, GitHold
+from devrun.watch.patterns import git_busy
 
 Emit = Callable[[events.Event], None]
 
 # How long a retired generation may outlive its graceful timeout before SIGKILL.
 KILL_MARGIN = 1.0
-# A generation that stayed up this long was not crash-looping.
-STABLE_AFTER = 5.0
 # A loaded generation starts accepting once the previous one has stopped, or after this long.
 GO_WAIT = 0.5
 # A first start slower than this gets the runner's "still starting" page instead of a wait.
 SLOW_START = 3.0
-# How long a reload waits for a git checkout or rebase (.git/index.lock) to finish.
-GIT_LOCK_WAIT = 10.0
 RECENT_OUTPUT = 40
-# A crash loop settles: this many crashes in a row, each soon after its start, and the app waits
-# for a change (or `devrun restart`) instead of restarting for ever.
-MAX_CRASHES = 8
 # How often an app's folder is checked for being there: one that vanished in a way no watched
 # file reported (the folder itself renamed) still turns into "folder missing".
 ROOT_CHECK = 1.0
@@ -51,31 +44,6 @@ POLL = 0.1
 # Files the app said it writes, kept per app: every generation may say so again, or name new
 # temporary files; the set stays bounded.
 MAX_APP_WRITES = 1024
-
-
-def git_busy(root: os.PathLike[str] | str) -> bool:
-    """True while git rewrites the working tree (checkout, rebase, merge) of root's repository."""
-    top = repo_top(os.fspath(root))
-    if top is None:
-        return False
-    git = os.path.join(top, ".git")
-    if os.path.isfile(git):  # a worktree or submodule: `gitdir: <path>`
-        try:
-            with open(git, encoding="utf-8") as f:
-                first = f.readline().strip()
-        except OSError:
-            return False
-        if not first.startswith("gitdir:"):
-            return False
-        git = os.path.join(top, first.removeprefix("gitdir:").strip())
-    return os.path.exists(os.path.join(git, "index.lock"))
-
-
-def backoff_delay(failures: int, base: float = 0.5, cap: float = 10.0) -> float:
-    """Seconds to wait before restart number `failures` (1-based) of a crash loop."""
-    if failures <= 0:
-        return 0.0
-    return min(base * 2.0 ** min(failures - 1, 32), cap)  # bounded exponent: no overflow
 
 
 class AppSupervisor:
@@ -95,17 +63,14 @@ class AppSupervisor:
         self.current: Generation | None = None
         self.pending: Generation | None = None
         self.retiring: list[Generation] = []
-        self.numbers = itertools.count(1)
-        self.failures = 0
-        self.restart_at: float | None = None
+        self.generation_numbers = itertools.count(1)
+        self.backoff = Backoff(app.config.backoff.initial, app.config.backoff.max)
         self.reloads = 0
         self.stopping = False
         self.fallback = fallback
         self.rewatch = rewatch  # the app's folder is back: its watches went with it
-        self.busy = busy or (lambda: git_busy(app.root))
-        self.held: dict[str, None] = {}  # changes waiting for git to finish
-        self.held_until: float | None = None
-        self.recent: deque[str] = deque(maxlen=RECENT_OUTPUT)
+        self.git = GitHold(busy or (lambda: git_busy(app.root)))
+        self.recent_output: deque[str] = deque(maxlen=RECENT_OUTPUT)
         # Exited leaders whose process groups may still hold what the app started: each group
         # is killed at the generation's kill_at, so nothing outlives its generation for long.
         self.groups: list[Generation] = []
@@ -124,7 +89,7 @@ class AppSupervisor:
 
     def start(self) -> None:
         self.stopping = False
-        self.failures = 0
+        self.backoff.reset()
         self._launch()
 
     def reload(self, paths: tuple[str, ...]) -> None:
@@ -134,23 +99,18 @@ class AppSupervisor:
         paths = self._drop_self_triggered(paths)
         if not paths:
             return
-        if self.busy():
-            if self.held_until is None:
-                self.held_until = self.clock() + GIT_LOCK_WAIT
+        starting = self.git.until is None
+        if self.git.keep(paths, self.clock()):
+            if starting:
                 self.emit(events.Notice(self.name, "git is changing the tree (.git/index.lock): "
                                                    "reloading once it is done"))
-            if self.clock() < self.held_until:
-                self.held.update(dict.fromkeys(paths))
-                return
+            return
         self._reload_now(paths)
 
     def _reload_now(self, paths: tuple[str, ...]) -> None:
-        paths = tuple({**self.held, **dict.fromkeys(paths)})
-        self.held.clear()
-        self.held_until = None
+        paths = self.git.take(paths)
         self.reloads += 1
-        self.failures = 0  # a change is a new attempt, not part of a crash loop
-        self.restart_at = None
+        self.backoff.reset()  # a change is a new attempt, not part of a crash loop
         self.emit(events.Reloading(self.name, paths))
         self._launch()
 
@@ -195,9 +155,8 @@ class AppSupervisor:
         """Retire every generation. final: the runner is done with this app; otherwise it was
         stopped by request (`devrun stop`) and its port says so until `devrun start`."""
         self.stopping = True
-        self.restart_at = None
-        self.held.clear()
-        self.held_until = None
+        self.backoff.cancel()
+        self.git.clear()
         for gen in (self.pending, self.current):
             if gen is not None:
                 self._retire(gen)
@@ -241,10 +200,9 @@ class AppSupervisor:
         if not self.stopping and now >= self.root_check_at:
             self.root_check_at = now + ROOT_CHECK
             self._check_root()
-        if self.restart_at is not None and now >= self.restart_at and not self.stopping:
-            self.restart_at = None
+        if not self.stopping and self.backoff.due(now):
             self._launch()
-        if self.held and (not self.busy() or (self.held_until is not None and now >= self.held_until)):
+        if self.git.due(now):
             self._reload_now(())
         self._maybe_accept()
         pending = self.pending
@@ -252,7 +210,7 @@ class AppSupervisor:
                 and self.fallback is not None and not self.fallback.answering):
             self.fallback.answer("is still starting",
                                  f"generation {pending.number} (pid {pending.pid}) has been loading the app for "
-                                 f"{now - pending.started:.0f} s; its output is below.", list(self.recent))
+                                 f"{now - pending.started:.0f} s; its output is below.", list(self.recent_output))
         if self._idle(now):
             self.launcher.idle_tick()
 
@@ -266,15 +224,15 @@ class AppSupervisor:
         """When tick() has something to do next, at the latest: the loop sleeps until then."""
         now = self.clock()
         times = [self.root_check_at if not self.stopping else now + ROOT_CHECK]
-        if self.restart_at is not None:
-            times.append(self.restart_at)
+        if self.backoff.restart_at is not None:
+            times.append(self.backoff.restart_at)
         times += [g.kill_at for g in self.retiring if g.kill_at is not None]
         current, pending = self.current, self.pending
         if current is not None and current.loading and current.accept_deadline is not None:
             times.append(current.accept_deadline)
         if pending is not None and current is None:
             times.append(pending.started + SLOW_START)
-        if self.held or self.groups:
+        if self.git.waiting or self.groups:
             times.append(now + POLL)
         gen = self.current
         if gen is not None and not gen.loading and self.pending is None and not self.stopping:
@@ -299,7 +257,7 @@ class AppSupervisor:
             case ChildMessage(_, message):
                 self._on_message(gen, message)
             case ChildOutput(_, line):
-                self.recent.append(line)
+                self.recent_output.append(line)
                 self.emit(events.Output(self.name, line))
             case ChildExited(_, returncode):
                 self._on_exit(gen, returncode)
@@ -397,28 +355,23 @@ class AppSupervisor:
             self.current = None
         else:
             return
-        if self.clock() - gen.started >= STABLE_AFTER:
-            self.failures = 0
-        self.failures += 1
+        delay = self.backoff.crashed(self.clock(), self.clock() - gen.started)
         how = events.describe_exit(returncode)
-        if self.failures >= MAX_CRASHES:
+        if delay is None:
             self._set(AppStatus.CRASHED)
-            self.emit(events.Notice(self.name, f"crashed ({how}) {self.failures} times in a row; waiting for a "
+            self.emit(events.Notice(self.name, f"crashed ({how}) {MAX_CRASHES} times in a row; waiting for a "
                                     f"change (or `devrun restart {self.name}`)", "error"))
             if self.fallback is not None:
-                self.fallback.answer("keeps crashing", f"The app's process {how}, {self.failures} times in a row "
+                self.fallback.answer("keeps crashing", f"The app's process {how}, {MAX_CRASHES} times in a row "
                                      "soon after starting; devrun waits for you to save a change. Its last output:",
-                                     list(self.recent))
+                                     list(self.recent_output))
             return
-        backoff = self.app.config.backoff
-        delay = backoff_delay(self.failures, backoff.initial, backoff.max)
-        self.restart_at = self.clock() + delay
         # One crash is "crashed"; crashing again right after a restart is a loop: "backing off".
-        self._set(AppStatus.CRASHED if self.failures == 1 else AppStatus.BACKOFF)
+        self._set(AppStatus.CRASHED if self.backoff.failures == 1 else AppStatus.BACKOFF)
         self.emit(events.Notice(self.name, f"crashed ({how}); restarting in {delay:.1f}s", "error"))
         if self.fallback is not None:
             self.fallback.answer("crashed", f"The app's process {how}; devrun restarts it in {delay:.1f} s, "
-                                 "or at once when you save a change. Its last output:", list(self.recent))
+                                 "or at once when you save a change. Its last output:", list(self.recent_output))
 
     # -- process control -------------------------------------------------------------------
 
@@ -435,7 +388,7 @@ class AppSupervisor:
             return
         started = self.clock()  # before asking: a fork server's answer is part of the start
         try:
-            gen = self.launcher.spawn(self.app, next(self.numbers), self.listener, self.env, self.post,
+            gen = self.launcher.spawn(self.app, next(self.generation_numbers), self.listener, self.env, self.post,
                                       pin_failures=self.pin_failures)
         except OSError as exc:  # out of processes or fds, the folder gone at that very moment
             self._cannot_start(f"cannot start a process: {exc.strerror or exc}",
@@ -463,14 +416,14 @@ class AppSupervisor:
         if self.current is not None:
             self._retire(self.current)
             self.current = None
-        self.restart_at = None
+        self.backoff.cancel()
         self._set(AppStatus.ERROR)
         self.emit(events.AppFailed(self.name, 0, summary, ""))
         if self.fallback is not None:
             self.fallback.answer("cannot start", f"{summary[0].upper()}{summary[1:]}; {then}")
 
     def _promote(self, gen: Generation) -> None:
-        self.restart_at = None  # a crash of the old generation needs no restart any more
+        self.backoff.cancel()  # a crash of the old generation needs no restart any more
         old, self.current, self.pending = self.current, gen, None
         if old is not None:
             self._retire(old)

@@ -134,6 +134,24 @@ def repo_top(folder: str) -> str | None:
         here = parent
 
 
+def git_busy(root: os.PathLike[str] | str) -> bool:
+    """True while git rewrites the working tree (checkout, rebase, merge) of root's repository."""
+    top = repo_top(os.fspath(root))
+    if top is None:
+        return False
+    git = os.path.join(top, ".git")
+    if os.path.isfile(git):  # a worktree or submodule: `gitdir: <path>`
+        try:
+            with open(git, encoding="utf-8") as f:
+                first = f.readline().strip()
+        except OSError:
+            return False
+        if not first.startswith("gitdir:"):
+            return False
+        git = os.path.join(top, first.removeprefix("gitdir:").strip())
+    return os.path.exists(os.path.join(git, "index.lock"))
+
+
 class Matcher:
     def __init__(self, root: Path | str, watch: Iterable[str], ignore: Iterable[str] = (),
                  respect_gitignore: bool = True):
