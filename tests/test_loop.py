@@ -52,6 +52,9 @@ class FakeLauncher:
     def exited(self, gen: FakeGen) -> bool:
         return False
 
+    def idle_work(self) -> bool:
+        return False
+
     def idle_tick(self) -> None:
         pass
 

@@ -54,6 +54,7 @@ class Rig:
         self.busy = busy
         app = App("web", AppConfig.model_validate({"app": "m:app", "port": 5000, **cfg}), root)
         self.idle_ticks = 0
+        self.idle_busy = False
         self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
                                  launcher=self, clock=lambda: self.now, busy=lambda: self.busy)  # type: ignore[arg-type]
 
@@ -71,6 +72,9 @@ class Rig:
 
     def exited(self, gen: FakeGen) -> bool:
         return False
+
+    def idle_work(self) -> bool:
+        return self.idle_busy
 
     def idle_tick(self) -> None:
         self.idle_ticks += 1
@@ -462,3 +466,39 @@ def test_page_counts_and_refreshes_come_from_the_serving_generation_only(tmp_pat
     r.say(g2, wire.Refreshed(pages=0, how='reload'))  # nobody to tell: not worth a line
     assert [(type(e).__name__, getattr(e, "count", getattr(e, "pages", None))) for e in r.events
             if isinstance(e, events.Pages | events.Refreshed)] == [("Pages", 2), ("Refreshed", 2), ("Refreshed", 2)]
+
+
+def test_after_a_tick_the_next_deadline_is_never_in_the_past() -> None:
+    """The loop sleeps until next_deadline(): one in the past would spin the runner at 100 % CPU."""
+    r = Rig()
+    r.sup.start()  # loading, and slow: past SLOW_START with no fallback page to show
+    for _ in range(3):
+        r.now += 4.0
+        r.sup.tick()
+        assert r.sup.next_deadline() > r.now
+    r.say(r.gens[0], wire.Loaded())
+    r.say(r.gens[0], wire.Ready())
+    r.sup.reload(("app.py",))
+    r.say(r.gens[1], wire.Loaded())  # the old one retires; the new one waits for it to close
+    for _ in range(3):
+        r.now += 4.0
+        r.sup.tick()
+        assert r.sup.next_deadline() > r.now
+
+
+def test_a_steady_stream_of_items_never_postpones_a_poll() -> None:
+    """The loop ticks a supervisor once next_deadline() has passed, and between ticks handles
+    items (a request line every 10 ms while a browser works): each item makes it ask again,
+    and a deadline that moved with the clock would never come."""
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], wire.Loaded())
+    r.say(r.gens[0], wire.Ready())
+    r.idle_busy = True  # a spare to fork: the launcher wants its idle ticks
+    r.sup.tick()
+    for _ in range(100):  # one second of items, as the loop sees them
+        r.now += 0.01
+        r.say(r.gens[0], wire.Request("GET", "/"))
+        if r.now >= r.sup.next_deadline():
+            r.sup.tick()
+    assert r.idle_ticks >= 5

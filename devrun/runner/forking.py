@@ -279,6 +279,13 @@ class ForkLauncher:
             return
         self._fork(server, self.post, spawning=False)
 
+    def idle_work(self) -> bool:
+        """A spare to fork (or its answer to pick up), or a better server preloading."""
+        if self.closed:
+            return False
+        no_spare = self.spare is None or self.spare.exited
+        return self.next is not None or (self.server is not None and no_spare)
+
     def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
         answer, until FORK_WAIT after the ask at most, and not at all on a server that missed

@@ -33,6 +33,9 @@ class Launcher(Protocol):
     def idle_tick(self) -> None:
         """The app serves and nothing is on its way: time for work off the reload path."""
 
+    def idle_work(self) -> bool:
+        """True while idle_tick has something to do: the loop then wakes for it."""
+
     def close(self) -> None:
         """The app is gone: stop whatever the launcher keeps running."""
 
@@ -55,6 +58,9 @@ class SpawnLauncher:
 
     def idle_tick(self) -> None:
         pass
+
+    def idle_work(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass

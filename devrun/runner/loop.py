@@ -90,6 +90,7 @@ class Runner:
         self.subreaper = False
         self.escaped: set[int] = set()  # adopted processes already reported
         self.orphan_scan_at = 0.0
+        self.ticked_at = time.monotonic()  # deadlines are points in time: see AppSupervisor.poll_at
         self.view_errors = 0
         self.watcher: Watcher | None = None
         self.env_watches: set[str] = set()  # watcher keys of the env files watched
@@ -373,6 +374,9 @@ class Runner:
         except queue.Empty:
             pass
         now = time.monotonic()
+        if now < deadline:
+            return  # an item came first: what it changed is handled; nothing is due yet
+        self.ticked_at = now
         for key, batch in self.debouncer.due(now):
             self._changed(key, batch)
         for sup in self._all_supervisors():
@@ -386,7 +390,7 @@ class Runner:
                 self._report_escaped()
 
     def _next_deadline(self) -> float:
-        times = [time.monotonic() + IDLE, *(s.next_deadline() for s in self._all_supervisors())]
+        times = [self.ticked_at + IDLE, *(s.next_deadline() for s in self._all_supervisors())]
         if (debounced := self.debouncer.next_deadline()) is not None:
             times.append(debounced)
         if self.subreaper:

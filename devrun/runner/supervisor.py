@@ -76,6 +76,9 @@ class AppSupervisor:
         self.groups: list[Generation] = []
         self.missing = False  # the app's folder is gone: no generation until it is back
         self.root_check_at = 0.0
+        # The next tick for what can only be polled: a point in time set by each tick, never
+        # now + POLL, which a steady stream of items (request lines) would push back for ever.
+        self.poll_at = 0.0
         self.app_writes: set[str] = set()  # watched files the app itself opened for writing
         self.app_writes_told: set[str] = set()
         self.pin_failures = 0  # wrong debugger PINs this run: a reload must not reset the lockout
@@ -190,6 +193,7 @@ class AppSupervisor:
 
     def tick(self) -> None:
         now = self.clock()
+        self.poll_at = now + POLL
         for gen in self.retiring:
             if gen.kill_at is not None and now >= gen.kill_at and not gen.exited:
                 gen.kill()
@@ -222,23 +226,22 @@ class AppSupervisor:
 
     def next_deadline(self) -> float:
         """When tick() has something to do next, at the latest: the loop sleeps until then."""
-        now = self.clock()
-        times = [self.root_check_at if not self.stopping else now + ROOT_CHECK]
+        times = [self.root_check_at if not self.stopping else self.poll_at]
         if self.backoff.restart_at is not None:
             times.append(self.backoff.restart_at)
         times += [g.kill_at for g in self.retiring if g.kill_at is not None]
         current, pending = self.current, self.pending
         if current is not None and current.loading and current.accept_deadline is not None:
             times.append(current.accept_deadline)
-        if pending is not None and current is None:
+        if (pending is not None and current is None and self.fallback is not None
+                and not self.fallback.answering):
             times.append(pending.started + SLOW_START)
         if self.git.waiting or self.groups:
-            times.append(now + POLL)
-        gen = self.current
-        if gen is not None and not gen.loading and self.pending is None and not self.stopping:
-            # The launcher's idle work (a spare, a fork server's late answer) is polled.
-            times.append(max(gen.started + SPARE_AFTER, now + POLL) if now - gen.started <= SPARE_AFTER
-                         else now + POLL)
+            times.append(self.poll_at)
+        if (current is not None and not current.loading and pending is None and not self.stopping
+                and self.launcher.idle_work()):
+            # The launcher's idle work (a spare to fork, a fork server's late answer) is polled.
+            times.append(max(current.started + SPARE_AFTER, self.poll_at))
         return min(times)
 
     # -- what the children say -------------------------------------------------------------
