@@ -16,6 +16,9 @@ runners chosen with ``--runners`` (default: all), each on a port found by bindin
 - devrun (fork):  ``devrun up -c devrun.yaml --no-dashboard`` with ``reload: fork`` (app ``app:app``,
   every other key default)
 - devrun (spawn): the same with ``reload: spawn``
+- with ``--baseline PATH`` (another devrun's console script, e.g. an older commit installed in its
+  own venv), also "devrun baseline (fork)" and "devrun baseline (spawn)": the same runs of that
+  devrun, in the same invocation, so a change is measured against what it replaces
 - flask run --debug: ``flask --app app run --debug --port P`` (Werkzeug's reloader; watchdog when installed)
 - gunicorn --reload: ``gunicorn --reload -k gevent -b 127.0.0.1:P app:app`` (plus ``--no-control-socket``
   where gunicorn has it, so that it does not create ``~/.gunicorn/gunicorn.ctl``)
@@ -123,6 +126,8 @@ run_simple("127.0.0.1", int(sys.argv[1]), app, use_reloader=False, threaded=True
 RUNNERS = {
     "devrun (fork)": "devrun-fork",
     "devrun (spawn)": "devrun-spawn",
+    "devrun baseline (fork)": "devrun-fork-baseline",  # only with --baseline
+    "devrun baseline (spawn)": "devrun-spawn-baseline",
     "flask run --debug": "flask",
     "gunicorn --reload": "gunicorn",
     "hupper": "hupper",
@@ -292,7 +297,7 @@ class Runner:
             return ""
 
 
-def make_runners(root: Path, names: list[str]) -> list[Runner]:
+def make_runners(root: Path, names: list[str], baseline: Path | None = None) -> list[Runner]:
     runners = []
     for name in names:
         key = RUNNERS[name]
@@ -300,8 +305,9 @@ def make_runners(root: Path, names: list[str]) -> list[Runner]:
         folder.mkdir()
         port = free_port()
         if key.startswith("devrun"):
-            (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port, reload=key.split("-", 1)[1]))
-            argv = [*tool("devrun"), "up", "-c", "devrun.yaml", "--no-dashboard"]
+            (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=port, reload=key.split("-")[1]))
+            devrun = [str(baseline)] if key.endswith("-baseline") and baseline else tool("devrun")
+            argv = [*devrun, "up", "-c", "devrun.yaml", "--no-dashboard"]
         elif key == "flask":
             argv = [*tool("flask"), "--app", "app", "run", "--debug", "--port", str(port)]
         elif key == "gunicorn":
@@ -313,6 +319,8 @@ def make_runners(root: Path, names: list[str]) -> list[Runner]:
             argv = [*tool("hupper"), "-m", "serve", str(port)]
         marks = {
             "devrun-fork": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
+            "devrun-fork-baseline": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
+            "devrun-spawn-baseline": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
             "devrun-spawn": ("reload (", "starting (pid", "fork server", "crashed", "error:"),
             "flask": ("Detected change", "Inotify queue overflowed"),
             "gunicorn": ("Worker reloading", "Booting worker"),
@@ -694,12 +702,27 @@ def add_common_arguments(parser: argparse.ArgumentParser, runners: Iterable[str]
                              "paused with SIGSTOP, so one runner's idle CPU use does not slow another)")
 
 
+def check_baseline(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The baseline runners run only with --baseline (the default list names them all)."""
+    baselines = [n for n in args.runners if "baseline" in n]
+    if args.baseline is None:
+        if baselines and args.runners != list(RUNNERS):
+            parser.error(f"{', '.join(baselines)} need --baseline PATH")
+        args.runners = [n for n in args.runners if "baseline" not in n]
+    elif not args.baseline.is_file():
+        parser.error(f"--baseline {args.baseline}: no such file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     add_common_arguments(parser, RUNNERS, "edits per runner", cold_timeout=30.0)
+    parser.add_argument("--baseline", type=Path, metavar="PATH",
+                        help="another devrun's console script to measure beside this one (adds the "
+                             "'baseline' runners)")
     args = parser.parse_args(argv)
     if args.edits < 1:
         parser.error("--edits must be at least 1")
+    check_baseline(parser, args)
 
     started = datetime.datetime.now()
     cwd = Path.cwd()
@@ -708,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="devrun-bench-"))
     (root / "logs").mkdir()
     (root / "floor").mkdir()
-    runners = make_runners(root, args.runners)
+    runners = make_runners(root, args.runners, args.baseline)
     env = runner_env()
     floor = Floor()
     phases = random.Random(0)  # the same phases in every run

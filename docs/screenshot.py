@@ -17,8 +17,8 @@ from rich.console import Console
 
 from devrun import events
 from devrun.config import load_config
-from devrun.dashboard import Dashboard
-from devrun.runner import Runner
+from devrun.runner.loop import Runner
+from devrun.views.dashboard import Dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 
