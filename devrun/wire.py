@@ -310,14 +310,13 @@ _T = typing.TypeVar("_T")
 def _build(cls: type[_T], data: dict[str, Any]) -> _T | None:
     """An instance of the dataclass cls from JSON data; None if a field has the wrong type or a
     required one is missing. Unknown keys are ignored (a newer or older peer)."""
-    hints = _hints(cls)
     values: dict[str, object] = {}
     for f in fields(cls):  # type: ignore[arg-type]  # cls is always one of this module's dataclasses
         if f.name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
                 return None
             continue
-        value = _convert(hints[f.name], data[f.name])
+        value = _convert(str(f.type), data[f.name])
         if value is _BAD:
             return None
         values[f.name] = value
@@ -325,32 +324,30 @@ def _build(cls: type[_T], data: dict[str, Any]) -> _T | None:
 
 
 _BAD = object()
-_HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _convert(hint: Any, value: object) -> object:
-    """value as the field's type, or _BAD."""
-    if hint is bool:
+def _convert(hint: str, value: object) -> object:
+    """value as the field's type, or _BAD. The hint is the annotation's text (this module's
+    annotations are never evaluated: a spare decodes its spec on the reload's path, and
+    typing.get_type_hints would cost it half a millisecond)."""
+    if hint == "bool":
         return value if isinstance(value, bool) else _BAD
-    if hint is int:
+    if hint == "int":
         return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
-    if hint is float:
+    if hint == "float":
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _BAD
-    if hint is str:
+    if hint == "str":
         return value if isinstance(value, str) else _BAD
-    if hint == tuple[str, ...]:
+    if hint == "tuple[str, ...]":
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return tuple(value) if ok else _BAD  # type: ignore[arg-type]  # checked just above
-    if hint == int | None:
-        return value if value is None else _convert(int, value)
-    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
-        built = _build(hint, value) if isinstance(value, dict) else None
+    if hint == "int | None":
+        return value if value is None else _convert("int", value)
+    nested = _NESTED.get(hint)
+    if nested is not None:
+        built = _build(nested, value) if isinstance(value, dict) else None
         return _BAD if built is None else built
     raise TypeError(f"no wire conversion for {hint!r}")  # a field type this module does not handle
 
+
+_NESTED: dict[str, type] = {"WorkerSpec": WorkerSpec, "DebugSpec": DebugSpec}
