@@ -1,6 +1,6 @@
 """The runner's side of an app's fork server (`reload: fork`).
 
-A ForkLauncher hands out generations like process.spawn does, but forks them from a fork
+A ForkLauncher hands out generations like generation.spawn does, but forks them from a fork
 server that has gevent patched and the app's third-party modules imported. It learns what to
 preload from what each generation imported outside the project, starts a better-preloaded
 server in the background when that grows, restarts the server when a preloaded file or the
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from devrun import statefiles, wire
 from devrun.config import App
-from devrun.runner import generation as process
+from devrun.runner import generation
 from devrun.runner.generation import ForkedChild, Generation, Post
 from devrun.watch.patterns import Matcher
 
@@ -98,14 +98,14 @@ class ForkServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "devrun.worker", "--forkserver"],
                 cwd=app.root,
-                env={**process.child_environment(app, env), "DEVRUN_FORKSERVER": str(theirs.fileno()),
-                     "DEVRUN_LIFELINE_FD": str(process.lifeline_fd()), "DEVRUN_RUNNER_PID": str(os.getpid())},
+                env={**generation.child_environment(app, env), "DEVRUN_FORKSERVER": str(theirs.fileno()),
+                     "DEVRUN_LIFELINE_FD": str(generation.lifeline_fd()), "DEVRUN_RUNNER_PID": str(os.getpid())},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
                 stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
                 # Not the listener: it comes with each fork request, so a fork server never
                 # holds the app's port (one outliving the runner would keep it answering).
-                pass_fds=(theirs.fileno(), process.lifeline_fd()),
+                pass_fds=(theirs.fileno(), generation.lifeline_fd()),
                 start_new_session=True,
             )
         except BaseException:
@@ -113,7 +113,7 @@ class ForkServer:
             raise
         finally:
             theirs.close()
-        process.known_pids.add(self.proc.pid)
+        generation.known_pids.add(self.proc.pid)
         threading.Thread(target=self._reap, name=f"devrun-{app.name}-forkserver", daemon=True).start()
         roots = [str(app.root), *Matcher(app.root, app.config.watch).roots]
         try:
@@ -124,7 +124,7 @@ class ForkServer:
 
     def _reap(self) -> None:
         self.proc.wait()
-        process.known_pids.discard(self.proc.pid)
+        generation.known_pids.discard(self.proc.pid)
 
     def _send(self, msg: wire.Message, fds: list[int] | None = None) -> None:
         data = wire.encode(msg)
@@ -187,7 +187,7 @@ class ForkServer:
         is picked up by answer(). Sending never waits: one small request at a time."""
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
-        control_r, control_w = process.control_pipe()
+        control_r, control_w = generation.control_pipe()
         try:  # the spare's spec comes later, on its control pipe
             self._send(wire.Fork(), [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
@@ -220,7 +220,7 @@ class ForkServer:
             raise ForkServerGone(reply.why if isinstance(reply, wire.ForkFailed) and reply.why else "it exited")
         child = ForkedChild(reply.pid, asked.out_r)
         spare = Generation(self.app.name, 0, child, control_fd=asked.control_w)
-        return process.start_readers(spare, asked.event_r, post)
+        return generation.start_readers(spare, asked.event_r, post)
 
     def close(self) -> None:
         """Retire it. Its generations live on (each has left the server's session before its
@@ -330,7 +330,7 @@ class ForkLauncher:
         if spare is None:
             return None
         # It checks for stale preloads itself (see stale()): no round trip to the server here.
-        spec = process.generation_spec(self.app, number, listener, pin_failures, report_modules=True)
+        spec = generation.generation_spec(self.app, number, listener, pin_failures, report_modules=True)
         spare.number = number
         if not spare.tell(wire.Become(spec)):
             self._drop(spare)
@@ -373,7 +373,7 @@ class ForkLauncher:
                     return gen
             elif state is ServerState.GONE:
                 self._died("it exited")
-        return process.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
+        return generation.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
 
     def stale(self, path: str) -> None:
         """A spare found a preloaded file changed since its server started: replace the server

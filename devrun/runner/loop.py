@@ -28,8 +28,7 @@ from devrun.control import daemon, protocol
 from devrun.control.remote import RemoteView
 from devrun.control.server import ControlServer
 from devrun.runner import apps as plans
-from devrun.runner import generation as process
-from devrun.runner import sockets
+from devrun.runner import generation, sockets
 from devrun.runner.fallback import Fallback
 from devrun.runner.forking import ForkLauncher
 from devrun.runner.generation import ChildMessage, ChildOutput
@@ -158,7 +157,7 @@ class Runner:
                         stack.enter_context(running(self.inbox.put))
                 # Always (on Linux): what escapes an app's process group is then adopted by us,
                 # reported, and stopped with the runner instead of living on.
-                self.subreaper = process.become_subreaper()
+                self.subreaper = generation.become_subreaper()
                 for app in self.apps:
                     self._add_app(app)
                 if not self.supervisors:
@@ -298,7 +297,7 @@ class Runner:
         if app.config.reload != "fork":
             return SpawnLauncher()
         if not self.subreaper:
-            self.subreaper = process.become_subreaper()
+            self.subreaper = generation.become_subreaper()
         if not self.subreaper:
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
             return SpawnLauncher()
@@ -384,7 +383,7 @@ class Runner:
         self.leaving = [sup for sup in self.leaving if not sup.done]
         self._report_dropped()
         if self.subreaper:
-            process.reap_orphans()
+            generation.reap_orphans()
             if now >= self.orphan_scan_at:
                 self.orphan_scan_at = now + ORPHAN_SCAN
                 self._report_escaped()
@@ -433,31 +432,31 @@ class Runner:
         """Processes that left an app's process group (setsid, a daemonising double fork) and
         outlived their parent are ours now: say so once each; they are stopped with the runner."""
         groups = {g.pid for sup in self._all_supervisors() for g in sup.generations()}
-        for pid, group in process.adopted_orphans():
+        for pid, group in generation.adopted_orphans():
             # Still in a generation's group: killed with that group (see AppSupervisor.groups).
             if pid not in self.escaped and group not in groups:
                 self.escaped.add(pid)
-                self.notice(f"process {pid} ({process.process_name(pid)}) escaped its app's process group; "
+                self.notice(f"process {pid} ({generation.process_name(pid)}) escaped its app's process group; "
                             "devrun stops it when it stops", "warning")
 
     def _stop_orphans(self, wait: float) -> None:
         """SIGTERM what we adopted, SIGKILL what is still there after `wait` seconds."""
         if not self.subreaper:
             return
-        pids = [pid for pid, _ in process.adopted_orphans()]
+        pids = [pid for pid, _ in generation.adopted_orphans()]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
         while pids and time.monotonic() < deadline:
-            process.reap_orphans()
-            pids = [pid for pid, _ in process.adopted_orphans()]
+            generation.reap_orphans()
+            pids = [pid for pid, _ in generation.adopted_orphans()]
             if pids:
                 time.sleep(0.02)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        process.reap_orphans()
+        generation.reap_orphans()
 
     def _all_supervisors(self) -> list[AppSupervisor]:
         return [*self.supervisors.values(), *self.leaving]

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from devrun.runner import generation as process
+from devrun.runner import generation
 from devrun.runner.generation import Generation, read_lines
 from tests.helpers import wait_for
 
@@ -52,7 +52,7 @@ def test_a_pipe_held_open_by_another_process_stops_pinning_the_reader_after_the_
     # w stays open, as an escaped grandchild keeps the generation's stdout open.
     wait_for(lambda: lines == [b"last words"], 5, "the line")
     assert thread.is_alive()  # still waiting for more: the generation has not been reaped
-    gen.reaped_at = time.monotonic() - process.LINGER
-    thread.join(5 * process.POLL_MS / 1000)
+    gen.reaped_at = time.monotonic() - generation.LINGER
+    thread.join(5 * generation.POLL_MS / 1000)
     assert not thread.is_alive()
     os.close(w)
