@@ -101,21 +101,21 @@ class Harness:
         self.seen: list[events.Event] = []
         view = type("View", (), {"handle": staticmethod(self.seen.append)})()
         self.runner = Runner(load_config(self.file), None, [view], launcher=self.launcher)
-        self.runner.watcher = self.watcher = FakeWatcher()  # type: ignore[assignment]
+        self.runner.watcher = self.runner.apps.watcher = self.watcher = FakeWatcher()  # type: ignore[assignment]
 
     def launcher(self, app: App, listener: socket.socket, env: dict[str, str]) -> FakeLauncher:
         self.launchers[app.name] = launcher = FakeLauncher(app, self.log)
         return launcher
 
     def start(self) -> None:
-        for app in self.runner.apps:
-            self.runner._add_app(app)
+        for app in self.runner.apps.wanted:
+            self.runner.apps.add(app)
 
     def gen(self, app: str, index: int = -1) -> FakeGen:
         return self.launchers[app].gens[index]
 
     def say(self, app: str, gen: FakeGen, message: wire.ChildReport) -> None:
-        self.runner._handle(FromChild(self.runner.supervisors[app], ChildMessage(gen, message)))  # type: ignore[arg-type]
+        self.runner._handle(FromChild(self.runner.apps.supervisors[app], ChildMessage(gen, message)))  # type: ignore[arg-type]
 
     def save(self, key: str, path: str, code: bool = True) -> None:
         """A file event, as the watcher reports it, and the loop's steps until it is due."""
@@ -127,11 +127,11 @@ class Harness:
             self.runner._changed(due_key, batch)
 
     def close(self) -> None:
-        for sup in self.runner.supervisors.values():
+        for sup in self.runner.apps.supervisors.values():
             sup.stop()
             if sup.fallback is not None:
                 sup.fallback.close()
-        for listener in self.runner.listeners.values():
+        for listener in self.runner.apps.listeners.values():
             listener.close()
 
 
@@ -174,7 +174,7 @@ def test_a_removed_app_s_late_changes_are_not_its_reloads(h: Harness) -> None:
     h.start()
     h.file.write_text(YAML.format(**h.ports).split("  api:")[0])  # api is gone
     h.save(CONFIG_KEY, str(h.file))
-    assert ("close", "api", 0) in h.log and "api" not in h.runner.supervisors
+    assert ("close", "api", 0) in h.log and "api" not in h.runner.apps.supervisors
     h.watcher.changes.append(("api", "api.py", True))  # reported just before it was removed
     h.runner._handle(FilesTouched())
     assert h.runner.debouncer.next_deadline() is None  # nothing waits to restart an app that is no more
@@ -203,7 +203,7 @@ def test_commands_act_through_the_supervisors(h: Harness) -> None:
     h.runner._handle(events.Command("restart", "web"))
     assert h.log[-1] == ("spawn", "web", 2)
     h.runner._handle(events.Command("stop", "api"))
-    assert h.runner.supervisors["api"].stopping and not h.launchers["api"].closed  # `devrun start` may follow
+    assert h.runner.apps.supervisors["api"].stopping and not h.launchers["api"].closed  # `devrun start` may follow
     h.runner._handle(events.Command("start", "api"))
     assert h.log[-1] == ("spawn", "api", 2)
     h.runner._handle(events.Command("quit"))
@@ -215,9 +215,9 @@ def test_an_exit_reaches_only_its_own_app(h: Harness) -> None:
     web, api = h.gen("web"), h.gen("api")
     h.say("web", web, wire.Ready())
     h.say("api", api, wire.Ready())
-    h.runner._handle(FromChild(h.runner.supervisors["api"], ChildExited(api, 1)))  # type: ignore[arg-type]
+    h.runner._handle(FromChild(h.runner.apps.supervisors["api"], ChildExited(api, 1)))  # type: ignore[arg-type]
     assert [e.app for e in h.seen if isinstance(e, events.Exited)] == ["api"]
-    assert h.runner.supervisors["web"].current is web
+    assert h.runner.apps.supervisors["web"].current is web
 
 
 def test_the_loop_sleeps_until_the_earliest_deadline(h: Harness) -> None:
