@@ -14,6 +14,7 @@ from devrun import events, wire
 from devrun.config import App, load_config
 from devrun.runner.generation import ChildExited, ChildMessage
 from devrun.runner.inbox import FilesTouched, FromChild
+from devrun.runner.launcher import SpawnLauncher
 from devrun.runner.loop import CONFIG_KEY, Runner
 from tests.test_supervisor import FakeGen
 
@@ -29,7 +30,7 @@ apps:
 """
 
 
-class FakeLauncher:
+class FakeLauncher(SpawnLauncher):
     """Records what the supervisor asks for; each spawn is a FakeGen."""
 
     def __init__(self, app: App, log: list[tuple[str, str, int]]):
@@ -45,18 +46,6 @@ class FakeLauncher:
 
     def learn(self, names: list[str], last: bool) -> None:
         self.log.append(("learn", self.app.name, len(names)))
-
-    def stale(self, path: str) -> None:
-        pass
-
-    def exited(self, gen: FakeGen) -> bool:
-        return False
-
-    def idle_work(self) -> bool:
-        return False
-
-    def idle_tick(self) -> None:
-        pass
 
     def close(self) -> None:
         self.closed = True

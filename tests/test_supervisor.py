@@ -11,6 +11,7 @@ from devrun import events, wire
 from devrun.config import App, AppConfig
 from devrun.events import AppStatus as State
 from devrun.runner.generation import ChildExited, ChildMessage, Generation, GenState
+from devrun.runner.launcher import SpawnLauncher
 from devrun.runner.policy import GIT_LOCK_WAIT, MAX_CRASHES
 from devrun.runner.supervisor import AppSupervisor
 
@@ -46,7 +47,7 @@ class FakeGen(Generation):
         return True  # a fake leads no real group
 
 
-class Rig:
+class Rig(SpawnLauncher):
     def __init__(self, busy: bool = False, root: Path = Path("/tmp"), **cfg: object) -> None:
         self.now = 100.0
         self.gens: list[FakeGen] = []
@@ -58,29 +59,17 @@ class Rig:
         self.sup = AppSupervisor(app, None, {}, self.events.append, lambda item: None,  # type: ignore[arg-type]
                                  launcher=self, clock=lambda: self.now, busy=lambda: self.busy)  # type: ignore[arg-type]
 
-    # The Rig is the supervisor's launcher too.
+    # The Rig is the supervisor's launcher too (SpawnLauncher's no-ops for the rest).
     def spawn(self, app: App, number: int, *args: object, **kwargs: object) -> FakeGen:
         gen = FakeGen(app.name, number, 1000 + number)
         self.gens.append(gen)
         return gen
-
-    def learn(self, names: list[str], last: bool) -> None:
-        pass
-
-    def stale(self, path: str) -> None:
-        pass
-
-    def exited(self, gen: FakeGen) -> bool:
-        return False
 
     def idle_work(self) -> bool:
         return self.idle_busy
 
     def idle_tick(self) -> None:
         self.idle_ticks += 1
-
-    def close(self) -> None:
-        pass
 
     def say(self, gen: FakeGen, message: wire.ChildReport) -> None:
         self.sup.handle(ChildMessage(gen, message))  # type: ignore[arg-type]
@@ -502,3 +491,13 @@ def test_a_steady_stream_of_items_never_postpones_a_poll() -> None:
         if r.now >= r.sup.next_deadline():
             r.sup.tick()
     assert r.idle_ticks >= 5
+
+
+def test_an_app_stopped_by_request_wakes_the_loop_for_nothing() -> None:
+    r = Rig()
+    r.sup.start()
+    r.say(r.gens[0], wire.Ready())
+    r.sup.stop(final=False)  # `devrun stop web`: its port says so until `devrun start`
+    r.exit(r.gens[0], 0)
+    r.sup.tick()
+    assert r.sup.next_deadline() == float("inf")

@@ -284,7 +284,9 @@ class ForkLauncher:
         if self.closed:
             return False
         no_spare = self.spare is None or self.spare.exited
-        return self.next is not None or (self.server is not None and no_spare)
+        # A tainted or dead server forks nothing: the next spawn replaces it.
+        usable = self.server is not None and self.server.state in (ServerState.STARTING, ServerState.READY)
+        return self.next is not None or (usable and no_spare)
 
     def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the

@@ -8,6 +8,7 @@ Reloads are blue/green: the new generation loads and serves before the old one i
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import time
 from collections import deque
@@ -225,8 +226,9 @@ class AppSupervisor:
                 and now - gen.started > SPARE_AFTER)
 
     def next_deadline(self) -> float:
-        """When tick() has something to do next, at the latest: the loop sleeps until then."""
-        times = [self.root_check_at if not self.stopping else self.poll_at]
+        """When tick() has something to do next, at the latest: the loop sleeps until then
+        (for ever, as far as this app goes, when it is stopped and nothing of it is left)."""
+        times = [] if self.stopping else [self.root_check_at]
         if self.backoff.restart_at is not None:
             times.append(self.backoff.restart_at)
         times += [g.kill_at for g in self.retiring if g.kill_at is not None]
@@ -242,7 +244,7 @@ class AppSupervisor:
                 and self.launcher.idle_work()):
             # The launcher's idle work (a spare to fork, a fork server's late answer) is polled.
             times.append(max(current.started + SPARE_AFTER, self.poll_at))
-        return min(times)
+        return min(times, default=math.inf)
 
     # -- what the children say -------------------------------------------------------------
 
