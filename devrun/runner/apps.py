@@ -41,10 +41,6 @@ class Plan:
     # In config order: (app, why) to stop and start again with the new config, (app, None) to start.
     starting: tuple[tuple[App, str | None], ...]
 
-    @property
-    def changed(self) -> list[App]:
-        return [app for app, why in self.starting if why is not None]
-
 
 def reconcile(old: Config, new: Config, running: Collection[str], wanted: Collection[str] | None) -> Plan:
     """wanted: the names the runner serves (None: every app of new). An app that is configured
@@ -211,12 +207,8 @@ class Apps:
         if not self.orphans.adopt():
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
             return SpawnLauncher()
-
-        def notice(text: str, level: str, name: str = app.name) -> None:
-            self.emit(events.Notice(name, text, level))
-
         cache = daemon.state_dir(self.config.file) / f"preload-{app.name}.json"
-        return ForkLauncher(app, listener, env, notice, cache)
+        return ForkLauncher(app, listener, env, lambda text, level: self.notice(text, level, app.name), cache)
 
     def apply_config(self) -> None:
         """devrun.yaml was saved: start what was added, stop what was removed, restart what

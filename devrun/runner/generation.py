@@ -112,7 +112,6 @@ class Generation:
     reaped_at: float | None = None  # set by the reaper thread: the leader is gone, its pid may be reused
     group_kill_at: float | None = None  # after the leader exited: when what is left in its group dies
     pidfd: int | None = None  # names this very process: a signal through it never hits a reused pid
-    framework: str = ""  # what the child said it serves ("Django 5.2 (static files: on)")
     templates_in_place: bool = False  # its framework applies a template edit without a restart
 
     @property

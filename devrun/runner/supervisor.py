@@ -219,11 +219,14 @@ class AppSupervisor:
         if self._idle(now):
             self.launcher.idle_tick()
 
-    def _idle(self, now: float) -> bool:
-        """Serving, nothing on its way, and not just after a reload."""
+    def _at_rest(self) -> bool:
+        """Serving, and nothing on its way."""
         gen = self.current
-        return (gen is not None and not gen.loading and self.pending is None and not self.stopping
-                and now - gen.started > SPARE_AFTER)
+        return gen is not None and not gen.loading and self.pending is None and not self.stopping
+
+    def _idle(self, now: float) -> bool:
+        """At rest, and not just after a reload."""
+        return self._at_rest() and self.current is not None and now - self.current.started > SPARE_AFTER
 
     def next_deadline(self) -> float:
         """When tick() has something to do next, at the latest: the loop sleeps until then
@@ -240,8 +243,7 @@ class AppSupervisor:
             times.append(pending.started + SLOW_START)
         if self.git.waiting or self.groups:
             times.append(self.poll_at)
-        if (current is not None and not current.loading and pending is None and not self.stopping
-                and self.launcher.idle_work()):
+        if current is not None and self._at_rest() and self.launcher.idle_work():
             # The launcher's idle work (a spare to fork, a fork server's late answer) is polled.
             times.append(max(current.started + SPARE_AFTER, self.poll_at))
         return min(times, default=math.inf)
