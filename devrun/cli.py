@@ -105,7 +105,7 @@ def _runner_view(config: Config, names: list[str], args: argparse.Namespace) -> 
     if args.detached:  # requests and output are in the per-app logs: runner.log stays small
         from devrun import events
 
-        return PlainLog(names, skip=(events.Request, events.Output))
+        return PlainLog(names, skip=(events.Requests, events.Output))
     return PlainLog(names)
 
 

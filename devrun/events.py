@@ -101,10 +101,20 @@ class Exited(Event):
 
 @dataclass(frozen=True)
 class Request(Event):
+    """One request an app answered; `at` is when it finished, by the app's clock."""
+
     method: str
     path: str
     status: str
     ms: float
+
+
+@dataclass(frozen=True)
+class Requests(Event):
+    """The requests an app answered in a moment, in order: they come in batches (see
+    devrun.worker.reporting), and each view takes a batch at once."""
+
+    requests: tuple[Request, ...]
 
 
 @dataclass(frozen=True)
@@ -159,11 +169,14 @@ class Command:
 
 # By explicit name, for the control socket: a name from the wire never picks anything else.
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
-    Starting, Ready, Reloading, Refreshing, Refreshed, Pages, StateChanged, Exited, Request, Output,
+    Starting, Ready, Reloading, Refreshing, Refreshed, Pages, StateChanged, Exited, Request, Requests, Output,
     AppFailed, Notice, Stopped, AppsChanged, ConfigRejected)}
 
 
 def to_dict(event: Event) -> dict[str, Any]:
+    if isinstance(event, Requests):  # compact: a busy app's batches are most of what is sent
+        served = [[r.method, r.path, r.status, r.ms, r.at] for r in event.requests]
+        return {"event": "Requests", "app": event.app, "at": event.at, "requests": served}
     return {"event": type(event).__name__, **{f.name: getattr(event, f.name) for f in fields(event)}}
 
 
@@ -178,9 +191,18 @@ def from_dict(data: dict[str, Any]) -> Event | None:
                                   for k, v in data.items() if k in names}
         if cls is StateChanged:
             values["state"] = AppStatus(values.get("state"))
+        if cls is Requests:
+            values["requests"] = tuple(_request(values["app"], item) for item in data["requests"])
         return cls(**values)
-    except (TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
+
+
+def _request(app: str, item: Any) -> Request:
+    method, path, status, ms, at = item  # a malformed item raises TypeError or ValueError
+    if not (isinstance(method, str) and isinstance(path, str) and isinstance(status, str)):
+        raise TypeError("a request's method, path and status are text")
+    return Request(app, method, path, status, float(ms), at=float(at))
 
 
 def _tuple(value: Any) -> Any:

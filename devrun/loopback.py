@@ -10,6 +10,7 @@ Used by the runner (never monkey-patched) and the child alike: standard library 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -86,6 +87,9 @@ class Trust:
 
     def refusal(self, header: str | None, peer: str | None) -> int | None:
         """None when the request may see devrun's pages, else the HTTP status to refuse it with."""
+        return _refusal(self, header, peer)
+
+    def _judge(self, header: str | None, peer: str | None) -> int | None:
         if not self.host_ok(header):
             return BAD_HOST
         if not self.peer_ok(peer):
@@ -94,6 +98,14 @@ class Trust:
 
     def refuses(self, environ: Mapping[str, Any]) -> int | None:
         return self.refusal(environ.get("HTTP_HOST"), environ.get("REMOTE_ADDR"))
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(trust: Trust, header: str | None, peer: str | None) -> int | None:
+    # Asked on every request an app serves (live reload wraps them all); parsing two addresses
+    # each time cost a busy app a few percent of its throughput. The same few hosts and peers
+    # come back, and random ones only churn a bounded cache.
+    return trust._judge(header, peer)
 
 
 LOOPBACK = Trust()

@@ -119,13 +119,24 @@ class Closed(Message):
     kind: ClassVar[str] = "closed"
 
 
-@dataclass(frozen=True)
-class Request(Message):
-    kind: ClassVar[str] = "request"
+class Served(typing.NamedTuple):
+    """One request a generation answered (an item of `Requests`). A tuple, so it travels as a
+    JSON list: a busy app sends thousands a second."""
+
     method: str = "-"
     path: str = "-"
     status: str = "000"
     ms: float = 0.0
+    at: float = 0.0  # when it finished, by the child's clock (time.time())
+
+
+@dataclass(frozen=True)
+class Requests(Message):
+    """The requests answered since the last report: a child sends them in batches, so a busy
+    app costs the runner a message per batch instead of one per request."""
+
+    kind: ClassVar[str] = "requests"
+    served: tuple[Served, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,10 +272,10 @@ class ServerStale(Message):
     path: str = ""
 
 
-ChildReport: TypeAlias = (Loaded | Ready | Failed | Closed | Request | Modules | Stale | Pages | Refreshed | Writes
+ChildReport: TypeAlias = (Loaded | Ready | Failed | Closed | Requests | Modules | Stale | Pages | Refreshed | Writes
                           | PinFailed | PinOk | Dropped)
 KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (
-    Loaded, Ready, Failed, Closed, Request, Modules, Stale, Pages, Refreshed, Writes, PinFailed, PinOk, Dropped,
+    Loaded, Ready, Failed, Closed, Requests, Modules, Stale, Pages, Refreshed, Writes, PinFailed, PinOk, Dropped,
     Become, Refresh, Hello, ServerReady, Tainted, Fork, Forked, ForkFailed, ServerStale)}
 
 
@@ -338,11 +349,17 @@ def _convert(hint: str, value: object) -> object:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _BAD
     if hint == "str":
         return value if isinstance(value, str) else _BAD
-    if hint == "tuple[str, ...]":
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return tuple(value) if ok else _BAD  # type: ignore[arg-type]  # checked just above
     if hint == "int | None":
         return value if value is None else _convert("int", value)
+    if hint.startswith("tuple[") and hint.endswith(", ...]"):
+        item = hint[len("tuple["):-len(", ...]")]
+        if not isinstance(value, list):
+            return _BAD
+        items = [_convert(item, v) for v in value]
+        return _BAD if any(v is _BAD for v in items) else tuple(items)
+    positional = _POSITIONAL.get(hint)
+    if positional is not None:
+        return _build_tuple(positional, value)
     nested = _NESTED.get(hint)
     if nested is not None:
         built = _build(nested, value) if isinstance(value, dict) else None
@@ -350,4 +367,21 @@ def _convert(hint: str, value: object) -> object:
     raise TypeError(f"no wire conversion for {hint!r}")  # a field type this module does not handle
 
 
+def _build_tuple(cls: type[Served], value: object) -> object:
+    """A NamedTuple from a JSON list: each item checked against its field's type; missing ones
+    at the end take their defaults."""
+    hints = _POSITIONAL_HINTS[cls]
+    if not isinstance(value, list) or len(value) > len(hints):
+        return _BAD
+    items: list[Any] = [_convert(hint, v) for hint, v in zip(hints, value, strict=False)]
+    return _BAD if any(v is _BAD for v in items) else cls(*items)  # each item checked: its field's type
+
+
+def _hint_texts(cls: type[Served]) -> tuple[str, ...]:
+    # NamedTuple keeps postponed annotations as ForwardRefs (their text is all we need).
+    return tuple(str(getattr(h, "__forward_arg__", h)) for h in cls.__annotations__.values())
+
+
 _NESTED: dict[str, type] = {"WorkerSpec": WorkerSpec, "DebugSpec": DebugSpec}
+_POSITIONAL: dict[str, type[Served]] = {"Served": Served}
+_POSITIONAL_HINTS = {cls: _hint_texts(cls) for cls in _POSITIONAL.values()}

@@ -54,8 +54,8 @@ def test_a_ready_app_row_has_pid_uptime_reloads_cause_rate_and_codes() -> None:
     d.handle(at(events.Reloading("web", ("pkg/views.py",)), 12))
     d.handle(at(events.Ready("web", 4242, "http://127.0.0.1:5000/", 40.0), 65))
     d.handle(events.StateChanged("web", "ready", 4242))
-    for status in ("200", "404", "500", "201"):
-        d.handle(at(events.Request("web", "GET", "/x", status, 3.0), 1))
+    d.handle(events.Requests("web", tuple(at(events.Request("web", "GET", "/x", status, 3.0), 1)
+                                          for status in ("200", "404", "500", "201"))))
     row = next(line for line in screen(d).splitlines() if " web " in line)
     assert re.search(r"\b4242\b", row) and "1m05s" in row
     assert "pkg/views.py (12s ago)" in row
@@ -132,7 +132,7 @@ def test_narrow_terminal_keeps_every_app_visible() -> None:
 def test_the_events_pane_lists_lifecycle_events_not_requests() -> None:
     d = board()
     d.handle(events.Reloading("api", ("api.py",)))
-    d.handle(events.Request("api", "GET", "/only-in-requests", "200", 1.0))
+    d.handle(events.Requests("api", (events.Request("api", "GET", "/only-in-requests", "200", 1.0),)))
     d.handle(events.Exited("api", 9, 3, False))
     text = screen(d)
     assert "reload (api.py)" in text and "exited with code 3 (pid 9)" in text

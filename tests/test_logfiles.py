@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from devrun import events
 from devrun.control.logfiles import apps_with_logs, follow, log_files, show, tail
-from devrun.views.logview import AppLogs, stamp
+from devrun.views.logview import AppLogs, LogView, stamp
 
 
 def mode(path: Path) -> int:
@@ -371,3 +372,23 @@ def test_show_merges_the_apps_by_time_and_refuses_an_app_without_logs(
     assert out[0].startswith("web | ")
     assert show(folder, ["web", "nope"], 5, False) == 1
     assert capsys.readouterr().err == "devrun: no logs for nope; apps with logs: api, web\n"
+
+
+def test_a_batch_of_requests_is_one_line_each_stamped_with_when_it_was_served(
+        folder: Path, open_logs: Callable[..., AppLogs]) -> None:
+    logs = open_logs()
+    view = LogView(logs)
+    served = tuple(events.Request("web", "GET", f"/{i}", "200", 2.0, at=1764700000.0 + i * 0.25) for i in range(3))
+    view.handle(events.Requests("web", served, at=1764700099.0))  # when the runner got the batch: not shown
+    view.handle(events.Notice("web", "after"))
+    lines = (folder / "web.log").read_text().splitlines()
+    assert lines[:3] == [f"{stamp(r.at)} GET /{i} 200 2ms" for i, r in enumerate(served)]
+    assert lines[3].endswith(" after") and len(lines) == 4
+
+
+def test_a_batch_is_never_split_by_a_rotation(folder: Path, open_logs: Callable[..., AppLogs]) -> None:
+    logs = open_logs(max_bytes=200, backups=2)
+    logs.write("web", "x" * 150)
+    logs.write("web", *(f"line {i}" for i in range(10)))  # 70 bytes: would overflow the first file
+    assert (folder / "web.log.1").read_text() == "x" * 150 + "\n"
+    assert (folder / "web.log").read_text().splitlines() == [f"line {i}" for i in range(10)]

@@ -21,6 +21,11 @@ def plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm-256color")
 
 
+def served(app: str, method: str, path: str, status: str, ms: float) -> events.Requests:
+    """One request, as the runner hands requests to the views: in a batch."""
+    return events.Requests(app, (events.Request(app, method, path, status, ms),))
+
+
 def render(names: list[str], *evs: events.Event) -> str:
     out = io.StringIO()
     log = PlainLog(names, out)
@@ -184,12 +189,12 @@ def test_other_exits_are_described(returncode: int, expected: bool, text: str) -
 
 
 def test_request() -> None:
-    line = one_line(NAMES, events.Request("api-server", "POST", "/items?id=3", "201", 4.4))
+    line = one_line(NAMES, served("api-server", "POST", "/items?id=3", "201", 4.4))
     assert line == "api-server | POST /items?id=3 201 4ms"
 
 
 def test_request_path_is_cleaned() -> None:
-    line = one_line(NAMES, events.Request("web", "GET", "/\x1b[2Jx\ry", "404", 0.2))
+    line = one_line(NAMES, served("web", "GET", "/\x1b[2Jx\ry", "404", 0.2))
     assert line == "web        | GET /x\\x0dy 404 0ms"
 
 
@@ -235,7 +240,7 @@ def test_every_event_type_but_stopped_and_state_prints_one_prefixed_line() -> No
         events.Ready("web", 10, "http://127.0.0.1:5000/", 1.0),
         events.Reloading("web", ("a.py",)),
         events.Exited("web", 10, 0, True),
-        events.Request("web", "GET", "/", "200", 1.0),
+        served("web", "GET", "/", "200", 1.0),
         events.Output("web", "x"),
         events.AppFailed("web", 10, "boom", "tb"),
         events.Notice("web", "note"),
@@ -250,7 +255,7 @@ def test_every_event_type_but_stopped_and_state_prints_one_prefixed_line() -> No
     lines = render(["web"], *evs).splitlines()
     assert len(lines) == len(evs) - 4
     assert all(line.startswith("web    | ") for line in lines)  # padded to len("devrun")
-    covered = {type(ev) for ev in evs}
+    covered = {type(ev) for ev in evs} | {events.Request}  # a request comes inside Requests
     defined = {c for c in vars(events).values() if isinstance(c, type) and issubclass(c, events.Event)}
     assert covered == defined - {events.Event}
 
@@ -298,7 +303,7 @@ def test_output_is_printed_literally(text: str) -> None:
 @pytest.mark.parametrize("text", ["[/tmp/x]", "[bold]x[/bold]", "[/]"])
 def test_no_event_text_is_parsed_as_markup(text: str) -> None:
     cases: list[tuple[events.Event, str]] = [
-        (events.Request("web", "GET", f"/{text}", "200", 1.0), f"GET /{text} 200 1ms"),
+        (served("web", "GET", f"/{text}", "200", 1.0), f"GET /{text} 200 1ms"),
         (events.AppFailed("web", 1, text, ""), f"error: {text} (serving"),
         (events.Notice("web", text), text),
         (events.Reloading("web", (text,)), f"reload ({text})"),
@@ -313,7 +318,7 @@ def test_markup_in_an_app_name_is_literal() -> None:
 
 
 def test_plain_file_gets_no_colour_codes() -> None:
-    text = render(NAMES, events.Request("web", "GET", "/", "500", 1.0), events.Notice("", "bad", "error"))
+    text = render(NAMES, served("web", "GET", "/", "500", 1.0), events.Notice("", "bad", "error"))
     assert "\x1b" not in text
 
 
@@ -342,9 +347,9 @@ def test_apps_get_distinct_prefix_colours_in_order() -> None:
 @pytest.mark.parametrize(
     ("ev", "code"),
     [
-        (events.Request("web", "GET", "/", "500", 1.0), RED),
-        (events.Request("web", "GET", "/", "503", 1.0), RED),
-        (events.Request("web", "GET", "/", "404", 1.0), YELLOW),
+        (served("web", "GET", "/", "500", 1.0), RED),
+        (served("web", "GET", "/", "503", 1.0), RED),
+        (served("web", "GET", "/", "404", 1.0), YELLOW),
         (events.AppFailed("web", 1, "boom", ""), RED),
         (events.Exited("web", 1, 1, False), RED),
         (events.Notice("web", "x", "error"), RED),
@@ -363,8 +368,8 @@ def test_body_colour_by_event(ev: events.Event, code: str) -> None:
 @pytest.mark.parametrize(
     "ev",
     [
-        events.Request("web", "GET", "/", "200", 1.0),
-        events.Request("web", "GET", "/", "302", 1.0),
+        served("web", "GET", "/", "200", 1.0),
+        served("web", "GET", "/", "302", 1.0),
         events.Output("web", "x"),
         events.Notice("web", "x", "info"),
     ],

@@ -30,14 +30,14 @@ def test_status_follows_the_events() -> None:
     v.handle(events.StateChanged("web", "ready", 7))
     v.handle(events.Ready("web", 7, APPS[0][1], 5.0))
     v.handle(events.Reloading("web", ("app.py",)))
-    v.handle(events.Request("web", "GET", "/", "200", 1.0))
+    v.handle(events.Requests("web", (events.Request("web", "GET", "/", "200", 1.0),) * 3))
     v.handle(events.Pages("web", 2))
     v.handle(events.AppFailed("api", 9, "SyntaxError: bad", "tb"))
     v.handle(events.StateChanged("api", "error", 9))
     st = v.status({})
     web, api = st["apps"]
     assert (web["state"], web["pid"], web["reloads"], web["last_change"], web["pages"], web["requests"]) == \
-        ("ready", 7, 1, ["app.py"], 2, 1)
+        ("ready", 7, 1, ["app.py"], 2, 3)
     assert web["uptime"] is not None and web["uptime"] >= 0
     assert (api["state"], api["error"]) == ("error", "SyntaxError: bad")
     assert st["pid"] == 1 and st["config_problems"] == []
@@ -139,7 +139,7 @@ def test_the_attach_history_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch)
     assert v.history_bytes == sum(size for _, size in v.history)
     assert len(kept) >= 50 and kept[-1]["line"].startswith("199 ")  # the newest are kept
     for i in range(10):
-        v.handle(events.Request("web", "GET", f"/{i}", "200", 1.0))
+        v.handle(events.Requests("web", (events.Request("web", "GET", f"/{i}", "200", 1.0),)))
     assert len(v.history) <= remote.HISTORY
 
 
@@ -178,3 +178,14 @@ def test_an_attached_client_too_far_behind_in_bytes_is_dropped_and_told(monkeypa
     assert not t.is_alive() and len(errors) == 1 and "fell more than" in str(errors[0])
     assert len(sent) <= 4  # the apps, the PIN, "first": nothing of what it fell behind on
 
+
+
+def test_a_batch_of_requests_crosses_the_socket_whole() -> None:
+    batch = events.Requests("web", (events.Request("web", "GET", "/a", "200", 1.5, at=10.0),
+                                    events.Request("web", "POST", "/b", "500", 3.0, at=11.0)), at=12.0)
+    data = json.loads(json.dumps(events.to_dict(batch)))
+    assert events.from_dict(data) == batch
+    for bad in (["POST", "/b"], ["POST", 3, "500", 3.0, 11.0], ["GET", "/", "200", "fast", 1.0], None):
+        data["requests"][1] = bad
+        assert events.from_dict(data) is None
+    assert events.from_dict({"event": "Requests", "app": "web"}) is None  # no requests at all

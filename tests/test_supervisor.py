@@ -377,15 +377,16 @@ def test_the_runner_drops_output_not_lifecycle_when_it_falls_behind(tmp_path: Pa
     owner: object = object()
     for i in range(runner_module.MAX_BACKLOG + 50):
         r.post_child(owner, ChildOutput(gen, f"line {i}"))  # type: ignore[arg-type]
-    r.post_child(owner, ChildMessage(gen, wire.Request("GET")))  # type: ignore[arg-type]
+    batch = wire.Requests((wire.Served("GET"),) * 3)  # three request lines: counted as three
+    r.post_child(owner, ChildMessage(gen, batch))  # type: ignore[arg-type]
     r.post_child(owner, ChildExited(gen, 0))  # type: ignore[arg-type]
     assert r.inbox.qsize() == runner_module.MAX_BACKLOG + 1  # the exit is never dropped
-    assert r.dropped == {"web": 51}
+    assert r.dropped == {"web": 53}
     seen: list[events.Event] = []
     r.views = [type("V", (), {"handle": staticmethod(seen.append)})()]
     r._report_dropped()
     assert [e.text for e in seen if isinstance(e, events.Notice)] == [
-        "51 output/request lines dropped: the runner fell behind"]
+        "53 output/request lines dropped: the runner fell behind"]
 
 
 def ready_rig(root: Path, templates: bool = True) -> tuple[Rig, FakeGen]:
@@ -487,7 +488,7 @@ def test_a_steady_stream_of_items_never_postpones_a_poll() -> None:
     r.sup.tick()
     for _ in range(100):  # one second of items, as the loop sees them
         r.now += 0.01
-        r.say(r.gens[0], wire.Request("GET", "/"))
+        r.say(r.gens[0], wire.Requests((wire.Served("GET", "/"),)))
         if r.now >= r.sup.next_deadline():
             r.sup.tick()
     assert r.idle_ticks >= 5

@@ -14,7 +14,8 @@ SPEC = wire.WorkerSpec(name="web", number=3, host="localhost", app="app:create_a
 
 EVERY_MESSAGE = [
     wire.Loaded(), wire.Ready("Flask 3.1", True), wire.Failed("SyntaxError: x", "Traceback ..."), wire.Closed(),
-    wire.Request("GET", "/a?b=1", "200", 1.25), wire.Modules(("flask", "jinja2"), last=True), wire.Stale("/x.py"),
+    wire.Requests((wire.Served("GET", "/a?b=1", "200", 1.25, 1764700000.5), wire.Served("POST", "/b", "302"))),
+    wire.Modules(("flask", "jinja2"), last=True), wire.Stale("/x.py"),
     wire.Pages(2), wire.Refreshed(2, "css"), wire.Writes(("app.log",)), wire.PinFailed(4), wire.PinOk(),
     wire.Dropped(12), wire.Become(SPEC), wire.Refresh("reload", ("templates/a.html",)),
     wire.Hello(("flask",), ("/srv/app",)), wire.ServerReady(("flask", "sys")), wire.Tainted("grpc", "thread"),
@@ -45,6 +46,8 @@ def test_the_spec_round_trips_through_the_environment_text() -> None:
     b'{"type": "pages", "count": true}',  # a bool is not a count
     b'{"type": "writes", "paths": ["a", 3]}',
     b'{"type": "forked", "pid": 1.5}',
+    b'{"type": "requests", "served": [{"method": "GET"}, {"path": 3}]}',  # one bad item spoils the batch
+    b'{"type": "requests", "served": {"method": "GET"}}',  # not a list
     b'{"type": "become", "spec": {"name": "web"}}',  # a spec without its required fields
 ])
 def test_what_a_child_s_code_may_write_to_the_pipe_is_no_message(line: bytes) -> None:
@@ -53,7 +56,7 @@ def test_what_a_child_s_code_may_write_to_the_pipe_is_no_message(line: bytes) ->
 
 def test_missing_optional_fields_take_their_defaults_and_unknown_keys_are_ignored() -> None:
     assert wire.decode(b'{"type": "ready", "ms": 12.5, "future": [1]}') == wire.Ready()
-    assert wire.decode(b'{"type": "request", "ms": 3}') == wire.Request(ms=3.0)
+    assert wire.decode(b'{"type": "requests", "served": [{"ms": 3}]}') == wire.Requests((wire.Served(ms=3.0),))
 
 
 @pytest.mark.parametrize("text", ["é" * 5000, "x" * 10000, "\u2603" * 3000])

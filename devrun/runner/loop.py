@@ -78,10 +78,12 @@ class Runner:
         readers keep draining the pipes either way, so a child never blocks on its output."""
         if self.inbox.qsize() >= MAX_BACKLOG and (
             isinstance(item, ChildOutput)
-            or (isinstance(item, ChildMessage) and isinstance(item.message, wire.Request))
+            or (isinstance(item, ChildMessage) and isinstance(item.message, wire.Requests))
         ):
+            message = item.message if isinstance(item, ChildMessage) else None
+            lines = len(message.served) if isinstance(message, wire.Requests) else 1
             with self.dropped_lock:
-                self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + 1
+                self.dropped[item.generation.app] = self.dropped.get(item.generation.app, 0) + lines
             return
         self.inbox.put(FromChild(owner, item))
 

@@ -45,6 +45,8 @@ POLL = 0.1
 # Files the app said it writes, kept per app: every generation may say so again, or name new
 # temporary files; the set stays bounded.
 MAX_APP_WRITES = 1024
+# A request line whose time is older than this is not believed (it waited a day in a pipe?).
+LATE_LINE = 86400.0
 
 
 class AppSupervisor:
@@ -274,8 +276,13 @@ class AppSupervisor:
 
     def _on_message(self, gen: Generation, msg: wire.ChildReport) -> None:
         match msg:
-            case wire.Request(method, path, status, ms):
-                self.emit(events.Request(self.name, method, path, status, ms))
+            case wire.Requests(served):
+                now = time.time()
+                # The child's own clock says when each was served; a time no clock of this
+                # machine could give (NaN, the far past or future) is the child's code talking.
+                self.emit(events.Requests(self.name, tuple(
+                    events.Request(self.name, r.method, r.path, r.status, r.ms,
+                                   at=r.at if now - LATE_LINE < r.at < now + 60 else now) for r in served)))
             case wire.Loaded() if gen is self.pending:
                 # Loaded, not yet accepting: retire the previous generation first (see _maybe_accept).
                 gen.accept_deadline = self.clock() + GO_WAIT

@@ -54,8 +54,8 @@ class AppState:
                 self.cause, self.cause_at, self.cause_live = paths, event.at, True
             case events.Pages(count=count):
                 self.pages = count
-            case events.Request():
-                self.requests += 1
+            case events.Requests(requests=requests):
+                self.requests += len(requests)
 
 
 Model = TypeVar("Model", bound=AppState)

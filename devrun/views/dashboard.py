@@ -110,11 +110,11 @@ class Dashboard:
         if isinstance(event, events.Notice) and event.text.startswith("PIN: "):
             self.pin = event.text.removeprefix("PIN: ")
             return
-        if isinstance(event, events.Request):
+        if isinstance(event, events.Requests):
             if view:
                 view.apply(event)
-                view.request_list.append(event)
-                view.request_times.append(event.at)
+                view.request_list.extend(event.requests)
+                view.request_times.extend(r.at for r in event.requests)
             return
         if isinstance(event, events.Output):
             if view:

@@ -10,6 +10,7 @@ would overflow, so a line is never split across files), with two changes: files 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -75,9 +76,12 @@ class AppLogs:
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         statefiles.private_dir(folder)
 
-    def write(self, app: str, line: str) -> None:
-        """Append one line (a newline is added; newlines inside it are escaped)."""
-        record = logging.makeLogRecord({"name": app, "msg": _one_line(line)})  # no args: "%" stays as is
+    def write(self, app: str, *lines: str) -> None:
+        """Append lines (a newline is added to each; newlines inside one are escaped). They go in
+        one write, so a batch of request lines costs one rotation check, and a rotation never
+        splits it."""
+        text = "\n".join(map(_one_line, lines))
+        record = logging.makeLogRecord({"name": app, "msg": text})  # no args: "%" stays as is
         self._handler(app).handle(record)
 
     def close(self) -> None:
@@ -104,7 +108,13 @@ class AppLogs:
 
 def stamp(at: float) -> str:
     """A log line's time: sortable text, so `devrun logs` can merge several apps' files."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+    return _seconds(int(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _seconds(second: int) -> str:
+    # A busy app logs thousands of lines within a second: its text is worked out once.
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
 class LogView:
@@ -115,10 +125,14 @@ class LogView:
 
     def handle(self, event: object) -> None:
         # Imported here: `devrun logs` imports this module for the names of the files only.
-        from devrun.events import Event
-        from devrun.views.plainlog import describe
+        from devrun.events import Event, Requests
+        from devrun.views.plainlog import describe, request_line
 
         if not isinstance(event, Event) or not event.app:
+            return
+        if isinstance(event, Requests):
+            with contextlib.suppress(ValueError, OSError):
+                self.logs.write(event.app, *(f"{stamp(r.at)} {request_line(r)}" for r in event.requests))
             return
         text = describe(event)
         if text is not None:

@@ -32,6 +32,14 @@ def _paths(paths: tuple[str, ...]) -> str:
     return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
+def request_line(request: events.Request) -> str:
+    return f"{request.method} {clean(request.path)} {request.status} {request.ms:.0f}ms"
+
+
+def request_style(status: str) -> str:
+    return "red" if status.startswith("5") else "yellow" if status.startswith("4") else ""
+
+
 def describe(event: events.Event) -> Text | None:
     """One event as one line of text (without the app prefix); None for events not shown."""
     match event:
@@ -53,9 +61,8 @@ def describe(event: events.Event) -> Text | None:
             if expected and rc in (0, -signal.SIGTERM):
                 return Text(f"stopped (pid {pid})", style="dim")
             return Text(f"{describe_exit(rc)} (pid {pid})", style="dim" if expected else "red")
-        case events.Request(method=method, path=path, status=status, ms=ms):
-            style = "red" if status.startswith("5") else "yellow" if status.startswith("4") else ""
-            return Text(f"{method} {clean(path)} {status} {ms:.0f}ms", style=style)
+        case events.Request(status=status):
+            return Text(request_line(event), style=request_style(status))
         case events.Output(line=text):
             return Text(clean(text))
         case events.AppFailed(summary=summary):
@@ -78,15 +85,46 @@ class PlainLog:
         self.console = _Console(file=file, soft_wrap=True, highlight=False, emoji=False)
         self.width = max([len(n) for n in names] + [len("devrun")])
         self.colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
+        self._styled: dict[str, tuple[str, str]] = {}
 
     def handle(self, event: events.Event) -> None:
         if isinstance(event, events.AppsChanged):  # devrun.yaml was edited: new names get a colour
             for name, _ in event.apps:
                 self.colors.setdefault(name, COLORS[len(self.colors) % len(COLORS)])
                 self.width = max(self.width, len(name))
+            self._styled.clear()
             return
-        body = None if isinstance(event, self.skip) else describe(event)
+        if isinstance(event, self.skip):
+            return
+        if isinstance(event, events.Requests):
+            self._requests(event)
+            return
+        body = describe(event)
         if body is not None:
-            app = event.app
-            prefix = Text(f"{app or 'devrun':<{self.width}} | ", style=self.colors.get(app, "bold"))
-            self.console.print(prefix + body)
+            self.console.print(self._prefix(event.app) + body)
+
+    def _prefix(self, app: str) -> Text:
+        return Text(f"{app or 'devrun':<{self.width}} | ", style=self.colors.get(app, "bold"))
+
+    def _requests(self, event: events.Requests) -> None:
+        """A batch of request lines in one write. Rendering each line through rich cost a busy
+        app's runner more CPU than the app itself used: the styled pieces are rendered by rich
+        once (so colour, NO_COLOR and terminal detection stay rich's) and then reused."""
+        prefix = self._wrap(self.colors.get(event.app, "bold"))
+        lead = prefix[0] + f"{event.app or 'devrun':<{self.width}} | " + prefix[1]
+        lines = []
+        for request in event.requests:
+            style = self._wrap(request_style(request.status))
+            lines.append(f"{lead}{style[0]}{request_line(request)}{style[1]}\n")
+        self.console.file.write("".join(lines))
+        self.console.file.flush()
+
+    def _wrap(self, style: str) -> tuple[str, str]:
+        """What the console writes before and after a text in this style."""
+        wrap = self._styled.get(style)
+        if wrap is None:
+            with self.console.capture() as captured:
+                self.console.print(Text("\0", style=style), end="")
+            before, _, after = captured.get().partition("\0")
+            wrap = self._styled[style] = (before, after)
+        return wrap

@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ from devrun.wire import (
     PinOk,
     Ready,
     Refresh,
-    Request,
+    Served,
     WorkerSpec,
     Writes,
     decode,
@@ -123,7 +124,8 @@ class ReportingHandler(TakeoverHandler):
         if isinstance(status, bytes):
             status = status.decode("latin-1")
         ms = max(self.time_finish - self.time_start, 0.0) * 1000 if self.time_finish else 0.0
-        self.reporter.send(Request(self.command or "-", self.path or "-", str(status).split()[0], round(ms, 2)))
+        at = self.time_finish or time.time()
+        self.reporter.served(Served(self.command or "-", self.path or "-", str(status).split()[0], round(ms, 2), at))
 
 
 def report_modules(reporter: Reporter, project_roots: list[str]) -> None:
@@ -246,7 +248,7 @@ def main() -> int:
 def run(spec: WorkerSpec) -> int:
     """Load the app and serve it until told to stop (spawned, or forked by the fork server)."""
     die_with_runner(spec.runner_pid, spec.lifeline_fd)
-    reporter = Reporter(spec.event_fd)
+    reporter = Reporter(spec.event_fd, gevent.spawn_later)
     listener = socket.socket(fileno=spec.listen_fd)
     page_trust, debug_trust, live_trust = trusts(spec, listener)
     root = spec.cwd
@@ -332,6 +334,7 @@ def run(spec: WorkerSpec) -> int:
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
     gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(stop))
     done.wait()
+    reporter.flush()  # the last requests' lines
     sys.stdout.flush()
     sys.stderr.flush()
     return 0
