@@ -60,7 +60,7 @@ class FakeWatcher:
         out, self.changes = self.changes, []
         return out
 
-    def add(self, *args: object) -> None:
+    def add(self, *args: object, **options: object) -> None:
         pass
 
     def remove(self, *args: object) -> None:

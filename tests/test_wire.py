@@ -46,7 +46,8 @@ def test_the_spec_round_trips_through_the_environment_text() -> None:
     b'{"type": "pages", "count": true}',  # a bool is not a count
     b'{"type": "writes", "paths": ["a", 3]}',
     b'{"type": "forked", "pid": 1.5}',
-    b'{"type": "requests", "served": [{"method": "GET"}, {"path": 3}]}',  # one bad item spoils the batch
+    b'{"type": "requests", "served": [["GET"], ["GET", 3]]}',  # one bad item spoils the batch
+    b'{"type": "requests", "served": [["GET", "/", "200", 1.0, 2.0, "extra"]]}',  # more fields than there are
     b'{"type": "requests", "served": {"method": "GET"}}',  # not a list
     b'{"type": "become", "spec": {"name": "web"}}',  # a spec without its required fields
 ])
@@ -56,7 +57,9 @@ def test_what_a_child_s_code_may_write_to_the_pipe_is_no_message(line: bytes) ->
 
 def test_missing_optional_fields_take_their_defaults_and_unknown_keys_are_ignored() -> None:
     assert wire.decode(b'{"type": "ready", "ms": 12.5, "future": [1]}') == wire.Ready()
-    assert wire.decode(b'{"type": "requests", "served": [{"ms": 3}]}') == wire.Requests((wire.Served(ms=3.0),))
+    # A served request is a list: the fields it leaves out at the end take their defaults.
+    assert wire.decode(b'{"type": "requests", "served": [["GET", "/", "200", 3]]}') == \
+        wire.Requests((wire.Served("GET", "/", "200", 3.0),))
 
 
 @pytest.mark.parametrize("text", ["é" * 5000, "x" * 10000, "\u2603" * 3000])
