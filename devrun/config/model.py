@@ -150,6 +150,11 @@ class AppConfig(_Strict):
         default_factory=list, description="Gitignore-style globs to ignore, on top of the built-in ones."
     )
     respect_gitignore: bool = Field(True, description="Also ignore what the project's .gitignore files ignore.")
+    watch_mode: Literal["auto", "events", "poll"] = Field(
+        "auto",
+        description="auto: poll the folders on file systems where inotify gets no events (9p, virtiofs, FUSE, "
+        "NFS, SMB...), use file events elsewhere; events: always file events; poll: always poll.",
+    )
     reload_delay: Seconds = Field(
         0.03, ge=0, le=10, description="Quiet period in seconds that coalesces a burst of changes."
     )

@@ -188,7 +188,8 @@ class Apps:
         # the app (Django's cached templates are reset, a framework that cannot do that restarts).
         live = Matcher(app.root, cfg.live_reload.watch, cfg.ignore, cfg.respect_gitignore)
         self.debouncer.set_delay(app.name, cfg.reload_delay)
-        self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), live)
+        self.watcher.add(app.name, Matcher(app.root, cfg.watch, cfg.ignore, cfg.respect_gitignore), live,
+                         watch_mode=cfg.watch_mode)
 
     def _remove(self, name: str) -> socket.socket:
         """Stop an app for good (a config edit removed or changed it); returns its listener,

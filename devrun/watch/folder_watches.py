@@ -10,12 +10,19 @@ On Linux the source is a single inotify instance for every folder of every app: 
 this thread, with no thread per folder. It is built on watchdog's ctypes bindings
 (`watchdog.observers.inotify_c`). Elsewhere the source is a watchdog Observer whose handlers
 only queue events for this thread. This thread polls a folder that the source cannot watch
-because the system is out of watches (ENOSPC). It polls every folder when there is no source at
-all (the inotify instance limit, EMFILE).
+because the system is out of watches (ENOSPC), a folder its watcher asks to poll (inotify gets
+no events on its file system: see `devrun.watch.mounts`), and every folder when there is no
+source at all (the inotify instance limit, EMFILE).
+
+A poll costs one stat of each polled folder and one lstat of each file a subscriber wants: a
+folder is listed again only when its own (inode, mtime) changed, which an atomic save, a new
+file or a deleted one does; an in-place write changes only the file's mtime and size.
 
 Subscribers (an app, the config file) receive `Change`s for the folders they watch,
 `on_lost(folder)` when a watch ended by itself (folder deleted or moved away), and
 `on_overflow(since)` when the kernel dropped events, so they can rescan what changed after `since`.
+A subscriber may have `wants(path)`: in a polled folder, only the files it accepts are stat'ed
+(entries added or removed are reported all the same).
 """
 
 from __future__ import annotations
@@ -77,6 +84,10 @@ _WATCHDOG_KINDS = {EVENT_TYPE_CREATED: CREATED, EVENT_TYPE_MODIFIED: MODIFIED, E
 OUT_OF_WATCHES = frozenset({errno.ENOSPC, errno.ENOMEM})
 READS_PER_TURN = 16  # inotify buffers read before the loop looks at its other work
 NOTICE_REPEAT = 30.0  # seconds before the same problem is reported again
+# A folder's mtime has the file system's granularity (2 s on FAT, 1 s on some shares): a second
+# change within the same tick leaves it as it was. A folder is listed again on every poll until
+# a listing comes this long after its mtime was seen to change, so no such change is missed.
+RACY = 2.0
 
 
 @dataclass(frozen=True)
@@ -288,13 +299,21 @@ class _Native:
     subscribers: dict[Subscriber, None] = field(default_factory=dict)
 
 
-Snapshot = dict[str, tuple[bool, int, int, int]]  # name -> (is_dir, inode, mtime_ns, size)
+# name -> (is_dir, inode, mtime_ns, size); a file no subscriber wants: (False, 0, -1, -1), never stat'ed
+Snapshot = dict[str, tuple[bool, int, int, int]]
+_UNWANTED = (False, 0, -1, -1)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Polled:
-    entries: Snapshot
+    folder: str
     subscribers: dict[Subscriber, None] = field(default_factory=dict)
+    entries: Snapshot = field(default_factory=dict)
+    files: list[tuple[str, str]] = field(default_factory=list)  # (name, path) of the wanted files
+    wanted: dict[str, bool] = field(default_factory=dict)  # file name -> does a subscriber want it
+    stamp: tuple[int, int] | None = None  # the folder's (inode, mtime_ns) when it was last listed
+    listed_at: float = 0.0  # time.monotonic() of that listing
+    settle_until: float = -1.0  # list again on every poll while the last listing is older
 
 
 class _Job:
@@ -328,6 +347,7 @@ class FolderWatches:
         self.native: dict[str, _Native] = {}
         self.aliases: dict[Hashable, list[str]] = {}  # token -> folders (a bind mount: one folder, two paths)
         self.polled: dict[str, _Polled] = {}
+        self._poll_order: list[_Polled] | None = None  # deepest first; None: to be sorted again
         self._jobs: deque[_Job] = deque()
         self._closing = False
         self._next_poll = 0.0
@@ -399,30 +419,38 @@ class FolderWatches:
 
     # -- owner thread: watches -------------------------------------------------------------
 
-    def watch(self, folder: str, subscriber: Subscriber, follow: bool = False) -> bool:
+    def watch(self, folder: str, subscriber: Subscriber, follow: bool = False, poll: bool = False) -> bool:
         """Watch a folder for a subscriber; True when the source watches it, False when it is
-        polled (out of watches, or no source). Other OSErrors (ENOENT, EACCES, ENOTDIR) are the
-        caller's to judge: nothing is watched then."""
-        entry = self.native.get(folder)
-        if entry is not None:
-            entry.subscribers[subscriber] = None
-            return True
-        if self.source is not None:
-            try:
-                token = self.source.add(folder, follow)
-            except OSError as exc:
-                if exc.errno not in OUT_OF_WATCHES:
-                    raise
-            else:
-                self._register(folder, token, subscriber)
+        polled (asked for with `poll`, out of watches, or no source). Other OSErrors (ENOENT,
+        EACCES, ENOTDIR) are the caller's to judge: nothing is watched then."""
+        if not poll:
+            entry = self.native.get(folder)
+            if entry is not None:
+                entry.subscribers[subscriber] = None
                 return True
+            if self.source is not None:
+                try:
+                    token = self.source.add(folder, follow)
+                except OSError as exc:
+                    if exc.errno not in OUT_OF_WATCHES:
+                        raise
+                else:
+                    self._register(folder, token, subscriber)
+                    return True
         polled = self.polled.get(folder)
         if polled is None:
-            polled = _Polled(_snapshot(folder))
+            polled = _Polled(folder, {subscriber: None})
+            polled.stamp = _stamp(folder)  # before the listing: a change in between is seen next time
+            polled.entries, polled.files, polled.wanted = _listing(polled)
+            polled.listed_at = time.monotonic()
+            if abs(time.time_ns() - polled.stamp[1]) < RACY * 1e9:  # changed just now: its tick may not be over
+                polled.settle_until = polled.listed_at + RACY
             if not self.polled:
                 self._next_poll = time.monotonic() + self.poll_interval
             self.polled[folder] = polled
-        polled.subscribers[subscriber] = None
+            self._poll_order = None
+        elif subscriber not in polled.subscribers:
+            self._join(polled, subscriber)
         return False
 
     def unwatch(self, folder: str, subscriber: Subscriber) -> None:
@@ -436,6 +464,7 @@ class FolderWatches:
             del polled.subscribers[subscriber]
             if not polled.subscribers:
                 del self.polled[folder]
+                self._poll_order = None
 
     def settle(self) -> None:
         """Take in what happened before the thread runs (folders created since they were
@@ -574,20 +603,82 @@ class FolderWatches:
     def _poll(self, force: bool = False) -> None:
         if not self.polled or (not force and time.monotonic() < self._next_poll):
             return
-        self._next_poll = time.monotonic() + self.poll_interval
-        for folder, entry in list(self.polled.items()):
-            if self.polled.get(folder) is not entry:
-                continue
+        now = time.monotonic()
+        if self._poll_order is None:
+            # Deepest first: a deleted tree's files are reported from their own folders before
+            # the parent's listing drops the whole tree.
+            self._poll_order = sorted(self.polled.values(), key=lambda e: e.folder.count(os.sep), reverse=True)
+        for entry in self._poll_order:
+            if self.polled.get(entry.folder) is entry:  # an earlier delivery may have unwatched it
+                self._poll_one(entry, now)
+        # Where a stat is a round trip (a share, a VM's host), a big tree's poll may take longer
+        # than the interval: rest at least as long as it took, never keeping the server busy.
+        took = time.monotonic() - now
+        self._next_poll = now + max(self.poll_interval, 2 * took)
+
+    def _poll_one(self, entry: _Polled, now: float) -> None:
+        try:
+            stamp = _stamp(entry.folder)
+        except OSError:
+            self._lose_polled(entry)
+            return
+        if stamp != entry.stamp or entry.listed_at <= entry.settle_until:
+            if stamp != entry.stamp:
+                entry.settle_until = now + RACY
+            self._list(entry, stamp, now)
+            return
+        lstat, entries = os.lstat, entry.entries
+        for name, path in entry.files:
             try:
-                now = _snapshot(folder)
-            except OSError:
-                del self.polled[folder]
-                for subscriber in entry.subscribers:
-                    self._tell(subscriber, "on_lost", folder)
+                st = lstat(path)
+            except OSError:  # gone although its folder's mtime says nothing changed: list it
+                self._list(entry, stamp, now)
+                return
+            was = entries[name]
+            if st.st_mtime_ns != was[2] or st.st_size != was[3] or st.st_ino != was[1]:
+                if st.st_ino != was[1] or stat.S_ISDIR(st.st_mode):  # replaced: the listing tells how
+                    self._list(entry, stamp, now)
+                    return
+                entries[name] = (False, st.st_ino, st.st_mtime_ns, st.st_size)
+                self._deliver(entry.subscribers, Change(MODIFIED, path, False))
+                if self.polled.get(entry.folder) is not entry:
+                    return
+
+    def _list(self, entry: _Polled, stamp: tuple[int, int], now: float) -> None:
+        """List a polled folder again: its entries, and an lstat of each file a subscriber wants."""
+        try:
+            listing = _listing(entry)
+        except OSError:
+            self._lose_polled(entry)
+            return
+        before, (entry.entries, entry.files, entry.wanted) = entry.entries, listing
+        entry.stamp, entry.listed_at = stamp, now
+        for change in _diff(entry.folder, before, entry.entries):
+            self._deliver(entry.subscribers, change)
+
+    def _join(self, entry: _Polled, subscriber: Subscriber) -> None:
+        """A subscriber joins a polled folder: the files only it wants are stat'ed from now on."""
+        entry.subscribers[subscriber] = None
+        for name, was in list(entry.entries.items()):
+            path = os.path.join(entry.folder, name)
+            if was != _UNWANTED or not _wants(subscriber, path):
                 continue
-            before, entry.entries = entry.entries, now
-            for change in _diff(folder, before, now):
-                self._deliver(entry.subscribers, change)
+            entry.wanted[name] = True
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                entry.entries[name] = (False, st.st_ino, st.st_mtime_ns, st.st_size)
+                entry.files.append((name, path))
+
+    def _lose_polled(self, entry: _Polled) -> None:
+        """A polled folder is gone: what was in it went with it, as inotify would tell."""
+        if self.polled.get(entry.folder) is not entry:
+            return
+        del self.polled[entry.folder]
+        self._poll_order = None
+        for name, (is_dir, *_) in entry.entries.items():
+            self._deliver(entry.subscribers, Change(DELETED, os.path.join(entry.folder, name), is_dir))
+        for subscriber in entry.subscribers:
+            self._tell(subscriber, "on_lost", entry.folder)
 
     def _close(self) -> None:
         source, self.source = self.source, None
@@ -610,17 +701,47 @@ def _ident(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _snapshot(folder: str) -> Snapshot:
-    """A folder's entries, never following a symlink and never opening anything but the folder."""
+def _stamp(folder: str) -> tuple[int, int]:
+    """(inode, mtime_ns) of a folder; a root given as a symlink is followed."""
+    st = os.stat(folder)
+    return st.st_ino, st.st_mtime_ns
+
+
+def _wants(subscriber: Subscriber, path: str) -> bool:
+    wants: Callable[[str], bool] | None = getattr(subscriber, "wants", None)
+    if wants is None:
+        return True
+    try:
+        return wants(path)
+    except Exception:  # a subscriber's bug must not hide a file from the others
+        return True
+
+
+def _listing(entry: _Polled) -> tuple[Snapshot, list[tuple[str, str]], dict[str, bool]]:
+    """A polled folder's entries, never following a symlink and never opening anything but the
+    folder: folders by their inode, the files a subscriber wants by an lstat, the rest by name."""
     out: Snapshot = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
+    files: list[tuple[str, str]] = []
+    wanted: dict[str, bool] = {}
+    with os.scandir(entry.folder) as found:
+        for item in found:
             try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+                if item.is_dir(follow_symlinks=False):
+                    out[item.name] = (True, item.stat(follow_symlinks=False).st_ino, 0, 0)
+                    continue
+                want = entry.wanted.get(item.name)
+                if want is None:
+                    want = any(_wants(s, item.path) for s in entry.subscribers)
+                wanted[item.name] = want
+                if not want:
+                    out[item.name] = _UNWANTED
+                    continue
+                st = item.stat(follow_symlinks=False)
+            except OSError:  # gone between listing and stat
                 continue
-            out[entry.name] = (stat.S_ISDIR(st.st_mode), st.st_ino, st.st_mtime_ns, st.st_size)
-    return out
+            out[item.name] = (stat.S_ISDIR(st.st_mode), st.st_ino, st.st_mtime_ns, st.st_size)
+            files.append((item.name, item.path))
+    return out, files, wanted
 
 
 def _diff(folder: str, before: Snapshot, now: Snapshot) -> list[Change]:

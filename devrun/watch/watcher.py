@@ -9,7 +9,9 @@ of events costs the loop one wake-up. The loop ``drain()``s the buffer and debou
 
 Folders are watched one by one, so ignored ones (node_modules, .venv, .git, ...) are never
 walked and never cost a watch. They are watched by `FolderWatches`: one thread for every
-folder of every app. Everything below that touches an app's watches (`_AppWatch`, `_FileWatch`)
+folder of every app. A folder is polled instead where inotify gets no events (its mount's type
+says so, see `devrun.watch.mounts`) or where the app's `watch_mode` asks for it; the app is told
+once per root. Everything below that touches an app's watches (`_AppWatch`, `_FileWatch`)
 runs on that thread; `Watcher`'s methods hand their work to it.
 """
 
@@ -24,8 +26,10 @@ from collections.abc import Callable, Iterator
 
 from watchdog.observers.api import BaseObserver
 
+from devrun.watch import mounts
 from devrun.watch.debounce import Batch
 from devrun.watch.folder_watches import CREATED, DELETED, MOVED_FROM, MOVED_TO, Change, FolderWatches
+from devrun.watch.mounts import Verdict, WatchMode
 from devrun.watch.patterns import Matcher
 
 __all__ = ["Batch", "Watcher"]  # Batch: importers of it here predate devrun.watch.debounce
@@ -39,15 +43,18 @@ OUT_OF_WATCHES = ("out of inotify watches, falling back to polling (slower); rai
                   "with: sudo sysctl fs.inotify.max_user_watches=524288")
 Files = list[os.DirEntry[str]]
 
+
 class _AppWatch:
     """One app's watches: a watch per kept folder. Runs on the FolderWatches thread only."""
 
-    def __init__(self, watcher: Watcher, name: str, matcher: Matcher, live: Matcher | None = None):
+    def __init__(self, watcher: Watcher, name: str, matcher: Matcher, live: Matcher | None = None,
+                 mode: WatchMode = "auto"):
         self.watcher = watcher
         self.folders = watcher.folders
         self.name = name
         self.matcher = matcher
         self.live = live
+        self.mode = mode
         self.watches: set[str] = set()
         self.polling = False  # some of its folders are polled: the system ran out of watches
         self.told: set[int] = set()  # errnos already reported
@@ -66,6 +73,31 @@ class _AppWatch:
                 self.watcher.on_notice(self.name, f"not watching {root}: no such folder")
                 continue
             self.watch_tree(root, follow_top=True)
+
+    def wants(self, path: str) -> bool:
+        """Could a change of this file ever act? Only those are stat'ed in a polled folder. The
+        globs alone decide, not the ignores: a .gitignore edit can change what is ignored."""
+        if os.path.basename(path) == ".gitignore":
+            return True
+        for matcher in self.matchers:
+            for rules in matcher.watch:
+                rel = rules.relative(path)
+                if rel is not None and rules.spec.match_file(rel):
+                    return True
+        return False
+
+    def polls(self, folder: str, device: int, say: bool) -> bool:
+        """Is this folder polled (and, with `say`, tell why once: a root, or a mount inside the tree)?"""
+        if self.mode == "events":
+            return False
+        if self.mode == "poll":
+            if say:
+                self.watcher.tell_once(self.name, f"polling {folder} (watch_mode: poll)")
+            return True
+        verdict = self.watcher.verdict(folder, device)
+        if verdict.polls and say:
+            self.watcher.tell_once(self.name, f"polling {folder} ({verdict.why}); set watch_mode: events to override")
+        return verdict.polls
 
     def close(self) -> None:
         for folder in self.watches:
@@ -136,15 +168,17 @@ class _AppWatch:
     def _walk(self, top: str, follow_top: bool = False, rewalk: bool = False) -> Iterator[tuple[str, Files]]:
         """Kept folders from top down, each watched before it is listed (a file created in
         between is seen either way), with their non-folder entries. Symlinks are never
-        followed and a folder met twice (a bind mount of its parent) is walked once."""
-        seen = {_identity(top)}
-        stack = [(top, follow_top)]
+        followed and a folder met twice (a bind mount of its parent) is walked once. A folder
+        is polled as its parent is, unless it is another file system's (a mount point)."""
+        top_key = _identity(top)
+        seen = {top_key}
+        stack = [(top, follow_top, top_key[0], self.polls(top, top_key[0], say=follow_top))]
         while stack:
-            folder, follow = stack.pop()
+            folder, follow, device, poll = stack.pop()
             if folder in self.watches:
                 if not rewalk:
                     continue
-            elif not self._watch(folder, follow):
+            elif not self._watch(folder, follow, poll):
                 continue
             files = []
             for entry in _entries(folder):
@@ -154,19 +188,21 @@ class _AppWatch:
                 key = _identity(entry)
                 if key not in seen and not self.matcher.is_ignored_dir(entry.path):
                     seen.add(key)
-                    stack.append((entry.path, False))
+                    crossed = key[0] != device and key[0] >= 0
+                    stack.append((entry.path, False, key[0] if crossed else device,
+                                  self.polls(entry.path, key[0], say=True) if crossed else poll))
             yield folder, files
 
-    def _watch(self, folder: str, follow: bool) -> bool:
+    def _watch(self, folder: str, follow: bool, poll: bool) -> bool:
         try:
-            native = self.folders.watch(folder, self, follow)
+            native = self.folders.watch(folder, self, follow, poll)
         except OSError as exc:
             if exc.errno not in UNWATCHABLE and exc.errno not in self.told:
                 self.told.add(exc.errno or 0)
                 self.watcher.on_notice(self.name, f"not watching {folder}: {exc.strerror or exc}")
             return False
         self.watches.add(folder)
-        if not native and not self.polling and self.folders.source is not None:
+        if not native and not poll and not self.polling and self.folders.source is not None:
             self.polling = True
             self.watcher.on_notice(self.name, OUT_OF_WATCHES)
         return True
@@ -175,10 +211,20 @@ class _AppWatch:
 class _FileWatch:
     """One file (devrun.yaml, an env file): a watch of its folder, reporting this name only."""
 
-    def __init__(self, watcher: Watcher, key: str, path: str):
+    def __init__(self, watcher: Watcher, key: str, path: str, mode: WatchMode = "auto"):
         self.watcher = watcher
         self.name = key
         self.path = path
+        self.mode = mode
+
+    def wants(self, path: str) -> bool:
+        return path == self.path
+
+    def polls(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "poll"
+        folder = os.path.dirname(self.path)
+        return self.watcher.verdict(folder, _identity(folder)[0]).polls
 
     def on_change(self, change: Change) -> None:
         if change.path == self.path and not change.is_dir:  # an editor's atomic save moves onto it
@@ -258,11 +304,16 @@ class Watcher:
     `wake` is called from the watch thread when changes wait in a buffer that was empty; the
     loop then takes them with `drain`. `observer` (a watchdog observer) replaces the platform's
     source of events; without it, Linux uses one inotify instance and other systems watchdog's
-    default Observer."""
+    default Observer. `mountinfo` returns the text of the mount table (None: there is none); a
+    test gives its own to put a folder on any file system."""
 
     def __init__(self, wake: Callable[[], None], on_notice: Callable[[str, str], None] | None = None,
-                 observer: BaseObserver | None = None):
+                 observer: BaseObserver | None = None,
+                 mountinfo: Callable[[], str | None] = mounts.read_mountinfo):
         self.wake = wake
+        self.mountinfo = mountinfo
+        self.verdicts: dict[int, Verdict] = {}  # st_dev -> how its folders are watched
+        self.told: set[tuple[str, str]] = set()  # (app, notice) said once: re-adding an app says nothing new
         self.lock = threading.Lock()  # guards changes: filled on the watch thread, drained on the loop's
         self.changes: list[tuple[str, str, bool]] = []  # (key, path, code) in arrival order
         self.on_notice = on_notice or (lambda app, text: None)
@@ -273,18 +324,21 @@ class Watcher:
         self.files: dict[str, _FileWatch] = {}
         self.started = False
 
-    def add(self, name: str, matcher: Matcher, live: Matcher | None = None) -> None:
+    def add(self, name: str, matcher: Matcher, live: Matcher | None = None, watch_mode: WatchMode = "auto") -> None:
         """Watch an app: `matcher` for its code, `live` (if any) for files that only refresh
-        the browser. Both share the app's ignores, so the folders walked are the same."""
-        self.folders.call(self._add, _AppWatch(self, name, matcher, live))
+        the browser. Both share the app's ignores, so the folders walked are the same.
+        `watch_mode` (the app's config): auto polls where the mount's type says inotify gets no
+        events, poll polls every folder, events never polls (but when out of watches)."""
+        self.folders.call(self._add, _AppWatch(self, name, matcher, live, watch_mode))
 
     def remove(self, name: str) -> None:
         """Stop watching an app (it was removed from devrun.yaml)."""
         self.folders.call(self._remove, name)
 
-    def watch_file(self, key: str, path: str) -> None:
-        """Watch one file (devrun.yaml): a watch of its folder, this name only."""
-        self.folders.call(self._watch_file, _FileWatch(self, key, os.path.abspath(path)))
+    def watch_file(self, key: str, path: str, watch_mode: WatchMode = "auto") -> None:
+        """Watch one file (devrun.yaml): a watch of its folder, this name only; polled as
+        `watch_mode` says (auto: where the mount's type says inotify gets no events)."""
+        self.folders.call(self._watch_file, _FileWatch(self, key, os.path.abspath(path), watch_mode))
 
     def unwatch_file(self, key: str) -> None:
         """Stop watching a file watched by watch_file (an env file no app names any more)."""
@@ -323,6 +377,24 @@ class Watcher:
         self.folders.stop()
         self.relay.detach()
 
+    def verdict(self, folder: str, device: int) -> Verdict:
+        """How the file system of `folder` (on st_dev `device`) is watched; the mount table is
+        read once per file system."""
+        if device < 0:
+            # Gone before it could be looked at (a folder created and deleted at once): its
+            # watch fails anyway, and reading the mount table for each such folder cost a
+            # churning tree's watcher most of its time.
+            return Verdict("", "", False, "folder gone")
+        known = self.verdicts.get(device)
+        if known is None:
+            known = self.verdicts[device] = mounts.verdict(folder, self.mountinfo())
+        return known
+
+    def tell_once(self, app: str, text: str) -> None:
+        if (app, text) not in self.told:
+            self.told.add((app, text))
+            self.on_notice(app, text)
+
     # -- on the FolderWatches thread -------------------------------------------------------
 
     def _add(self, app: _AppWatch) -> None:
@@ -344,6 +416,6 @@ class Watcher:
         self._unwatch_file(handler.name)
         self.files[handler.name] = handler
         try:
-            self.folders.watch(os.path.dirname(handler.path), handler, follow=True)
+            self.folders.watch(os.path.dirname(handler.path), handler, follow=True, poll=handler.polls())
         except OSError as exc:
             self.on_notice("", f"not watching {handler.path}: {exc.strerror or exc}")
