@@ -285,7 +285,10 @@ def _dump(msg: dict[str, object]) -> bytes:
 
 def encode(message: Message, limit: int | None = None) -> bytes:
     """One JSON line. With a limit, long text fields are shortened until it fits, never the JSON."""
-    msg: dict[str, Any] = {"type": message.kind, **asdict(message)}
+    # asdict copies recursively; a batch of served requests (tuples, which JSON writes as lists)
+    # needs no copy, and a busy child encodes one every few milliseconds.
+    fields_ = {"served": message.served} if isinstance(message, Requests) else asdict(message)
+    msg: dict[str, Any] = {"type": message.kind, **fields_}
     data = _dump(msg)
     while limit is not None and len(data) > limit:
         texts = [k for k, v in msg.items() if k != "type" and isinstance(v, str) and len(v) > 64]
