@@ -101,3 +101,22 @@ def cpu_model() -> str:
 
 def nproc() -> int | None:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (after the command name), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of the process (all its threads, not its children), in clock ticks."""
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[11]) + int(fields[12])
+
+
+def start_time(pid: int) -> str | None:
+    fields = stat_fields(pid)
+    return None if fields is None else fields[19]

@@ -81,7 +81,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions
+from benchinfo import (
+    cpu_model,
+    cpu_ticks,
+    descendants,
+    devrun_source,
+    free_port,
+    loadavg,
+    nproc,
+    package_versions,
+    start_time,
+)
 
 APP_SOURCE = '''\
 BODY = b"ok\\n"
@@ -132,24 +142,6 @@ LOGGED_REQUEST = re.compile(r"^\S+\s*\| GET / 200 ", re.M)
 
 
 
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (after the command name), or None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of the process (all its threads, not its children), in clock ticks."""
-    fields = stat_fields(pid)
-    return None if fields is None else int(fields[11]) + int(fields[12])
-
-
-def start_time(pid: int) -> str | None:
-    fields = stat_fields(pid)
-    return None if fields is None else fields[19]
 
 
 

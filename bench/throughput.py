@@ -110,7 +110,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from benchinfo import cpu_model, descendants, devrun_source, free_port, loadavg, nproc, package_versions
+from benchinfo import (
+    cpu_model,
+    cpu_ticks,
+    descendants,
+    devrun_source,
+    free_port,
+    loadavg,
+    nproc,
+    package_versions,
+    start_time,
+    stat_fields,
+)
 
 BODY = "hello"
 
@@ -233,24 +244,6 @@ LOGGED_REFERENCE = "pywsgi-log"
 
 # -- processes ----------------------------------------------------------------------------------
 
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (after the command name), or None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of the process (all its threads, not its children), in clock ticks."""
-    fields = stat_fields(pid)
-    return None if fields is None else int(fields[11]) + int(fields[12])
-
-
-def start_time(pid: int) -> str | None:
-    fields = stat_fields(pid)
-    return None if fields is None else fields[19]
 
 
 def command_line(pid: int) -> str:
