@@ -165,3 +165,14 @@ def test_lines_that_follow_a_full_batch_wait_their_own_moment(pipe: tuple[int, i
     timers.fire()
     assert received(pipe[0]) == [wire.Requests((line,))]
     assert timers.now == 100.0 + reporting.BATCH_WAIT * 1.5
+
+
+def test_lines_dropped_beyond_the_bound_are_reported_by_the_next_timed_send_too(
+        pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reporting, "MAX_PENDING", 2)
+    timers = Timers()
+    reporter = reporter_for(pipe[1], timers)
+    for i in range(5):
+        reporter.served(served(i))
+    timers.fire()
+    assert received(pipe[0]) == [wire.Requests((served(0), served(1))), wire.Dropped(3)]

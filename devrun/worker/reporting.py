@@ -86,6 +86,9 @@ class Reporter:
             assert self.later is not None
             self.flush_due = True  # and if the runner is behind: try again, keeping what waits
             self.later(young if young > 0.005 else BATCH_WAIT, self._flush_later)
+        elif self.dropped:  # an app that only serves requests says what it lost all the same
+            pending, self.dropped = self.dropped, 0
+            self.send(Dropped(pending))
 
     def flush(self) -> bool:
         """Send the waiting request lines; False if the pipe was full (they keep waiting)."""
