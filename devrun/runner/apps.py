@@ -209,7 +209,12 @@ class Apps:
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
             return SpawnLauncher()
         cache = daemon.state_dir(self.config.file) / f"preload-{app.name}.json"
-        return ForkLauncher(app, listener, env, lambda text, level: self.notice(text, level, app.name), cache)
+        return ForkLauncher(app, listener, env, lambda text, level: self.notice(text, level, app.name), cache,
+                            others_starting=self._starting)
+
+    def _starting(self) -> bool:
+        """Is an app still starting its first generation?"""
+        return any(sup.state is events.AppStatus.STARTING for sup in self.supervisors.values())
 
     def apply_config(self) -> None:
         """devrun.yaml was saved: start what was added, stop what was removed, restart what

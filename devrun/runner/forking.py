@@ -45,6 +45,9 @@ FORK_WAIT = 0.25
 FORK_TIMEOUT = 5.0
 # Deaths (or hangs) of an app's fork servers after which it spawns for the rest of the run.
 MAX_SERVER_DEATHS = 8
+# A fork server preloads for about as long as a generation starts: while other apps are still
+# starting it would take their CPU, so it waits for them, this long at most.
+MAX_DEFER = 10.0
 
 
 class ServerState(Enum):
@@ -248,8 +251,12 @@ class ForkLauncher:
     """Hands out generations for one app: forked when a server is ready, else spawned."""
 
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], notice: Say,
-                 cache: Path | None = None):
+                 cache: Path | None = None, others_starting: Callable[[], bool] = lambda: False):
         self.app = app
+        self.others_starting = others_starting
+        # What the next server is to preload, while it waits for the other apps to start.
+        self.deferred: list[str] | None = None
+        self.deferred_at = 0.0
         self.listener = listener
         self.env = env
         self.notice = notice
@@ -270,8 +277,15 @@ class ForkLauncher:
         self.closed = False
 
     def idle_tick(self) -> None:
-        """Fork a spare if there is none (called when the app is idle, never on a reload's path)."""
-        if self.closed or (self.spare is not None and not self.spare.exited):
+        """Start a server that waited for the other apps, and fork a spare if there is none
+        (called when the app is idle, never on a reload's path)."""
+        if self.closed:
+            return
+        if self.deferred is not None and (not self.others_starting()
+                                          or time.monotonic() - self.deferred_at > MAX_DEFER):
+            deferred, self.deferred = self.deferred, None
+            self._start_next(deferred)
+        if self.spare is not None and not self.spare.exited:
             return
         self._promote_next()
         server = self.server
@@ -286,7 +300,7 @@ class ForkLauncher:
         no_spare = self.spare is None or self.spare.exited
         # A tainted or dead server forks nothing: the next spawn replaces it.
         usable = self.server is not None and self.server.state in (ServerState.STARTING, ServerState.READY)
-        return self.next is not None or (usable and no_spare)
+        return self.next is not None or self.deferred is not None or (usable and no_spare)
 
     def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
@@ -400,13 +414,20 @@ class ForkLauncher:
         if current is not None and set(learned) <= set(current.preload) | current.loaded:
             return
         self._store(learned)
+        if self.others_starting():
+            self.deferred, self.deferred_at = learned, time.monotonic()  # idle_tick starts it
+            return
+        self._start_next(learned)
+
+    def _start_next(self, preload: list[str]) -> None:
         if self.next is not None:
             self.next.close()
-        self.next = self._start(learned)
+        self.next = self._start(preload)
 
     def close(self) -> None:
         """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
         self.closed = True
+        self.deferred = None
         self._drop(self.spare)
         self.spare = None
         for server in (self.server, self.next):
