@@ -264,8 +264,9 @@ class ForkLauncher:
         self.deny: set[str] = set()
         self.learning: list[str] = []
         self.failures = 0
-        # The first server starts once the first generation has said what it imported: started
-        # now, its preloading would only compete with that generation for the CPU.
+        # The first server starts once the first generation has said what it imported and the
+        # other apps have started (MAX_DEFER): started now, its preloading would only compete
+        # with those generations for the CPU.
         self.server: ForkServer | None = None
         self.next: ForkServer | None = None
         # A generation forked ahead of time by self.server, waiting for its spec: a reload then
