@@ -7,9 +7,11 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import select
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 
@@ -120,3 +122,36 @@ def cpu_ticks(pid: int) -> int | None:
 def start_time(pid: int) -> str | None:
     fields = stat_fields(pid)
     return None if fields is None else fields[19]
+
+
+class PtyDrain(threading.Thread):
+    """Reads the master side of a runner's terminal until it closes: counts the bytes and keeps
+    the first `keep` of them (a terminal nobody reads fills up, and devrun would block on it)."""
+
+    def __init__(self, fd: int, keep: int = 0) -> None:
+        super().__init__(daemon=True, name="pty-drain")
+        self.fd = fd
+        self.keep = keep
+        self.total = 0
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                ready, _, _ = select.select([self.fd], [], [], 0.1)
+                if not ready:
+                    continue
+                data = os.read(self.fd, 65536)
+            except (OSError, ValueError):  # EIO: every holder of the terminal's other end is gone
+                return
+            if not data:
+                return
+            self.total += len(data)
+            if self.kept < self.keep:
+                self.chunks.append(data)
+                self.kept += len(data)
+
+    def raw(self) -> bytes:
+        return b"".join(self.chunks)

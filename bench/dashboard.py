@@ -65,7 +65,6 @@ import os
 import platform
 import pty
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -75,13 +74,13 @@ import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchinfo import (
+    PtyDrain,
     cpu_model,
     cpu_ticks,
     descendants,
@@ -146,40 +145,6 @@ LOGGED_REQUEST = re.compile(r"^\S+\s*\| GET / 200 ", re.M)
 
 
 
-class PtyDrain(threading.Thread):
-    """Reads the master side of the runner's terminal until it closes: counts and keeps the bytes."""
-
-    def __init__(self, fd: int):
-        super().__init__(daemon=True, name="pty-drain")
-        self.fd = fd
-        self.total = 0
-        self.chunks: list[bytes] = []
-        self.kept = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                ready, _, _ = select.select([self.fd], [], [], 0.1)
-                if not ready:
-                    continue
-                data = os.read(self.fd, 65536)
-            except (OSError, ValueError):  # EIO: every holder of the terminal's other end is gone
-                return
-            if not data:
-                return
-            self.total += len(data)
-            if self.kept < PTY_KEEP:
-                self.chunks.append(data)
-                self.kept += len(data)
-
-    def raw(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def text(self) -> str:
-        return ANSI.sub(b"", self.raw()).decode("utf-8", "replace")
-
-
 @dataclass
 class LoadTotals:
     seconds: float = 0.0  # of load slices
@@ -235,7 +200,7 @@ class Case:
                                              stderr=slave, start_new_session=True)
             finally:
                 os.close(slave)
-            self.drain = PtyDrain(master)
+            self.drain = PtyDrain(master, PTY_KEEP)
             self.drain.start()
         else:
             with open(self.log, "wb") as log:
@@ -814,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
             c.shut_down()
         if by["on"].drain is not None:
             raw_on = by["on"].drain.raw()
-            text_on = by["on"].drain.text()
+            text_on = ANSI.sub(b"", raw_on).decode("utf-8", "replace")
             with contextlib.suppress(OSError):
                 by["on"].log.write_bytes(raw_on)
         with contextlib.suppress(OSError):

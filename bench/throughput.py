@@ -93,7 +93,6 @@ import platform
 import pty
 import re
 import resource
-import select
 import shlex
 import shutil
 import signal
@@ -103,7 +102,6 @@ import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -111,6 +109,7 @@ from pathlib import Path
 from typing import IO
 
 from benchinfo import (
+    PtyDrain,
     cpu_model,
     cpu_ticks,
     descendants,
@@ -326,29 +325,6 @@ def stop_proc(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> str:
         return f"exit code {proc.wait(timeout)} after {signal.Signals(sig).name}"
     except subprocess.TimeoutExpired:
         return f"still running {timeout:g} s after {signal.Signals(sig).name}; killed"
-
-
-class PtyDrain(threading.Thread):
-    """Reads the master side of the runner's terminal until it closes, counting the bytes (a
-    terminal nobody reads fills up, and devrun would block writing to it)."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(daemon=True, name="pty-drain")
-        self.fd = fd
-        self.total = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                ready, _, _ = select.select([self.fd], [], [], 0.1)
-                data = os.read(self.fd, 65536) if ready else None
-            except (OSError, ValueError):  # EIO: every holder of the other end is gone
-                return
-            if data == b"":
-                return
-            if data:
-                self.total += len(data)
 
 
 def runner_env() -> dict[str, str]:
