@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,29 +254,32 @@ def test_a_fork_server_waits_until_the_other_apps_have_started(tmp_path: Path, d
     """Its preloading would take the CPU of the apps still starting: it begins once they are up."""
     port = setup(tmp_path)
     slow_port = free_port()
-    write(tmp_path / "slow" / "slowapp.py", """
-        import time
-        open('importing', 'w').close()
-        time.sleep(6)
-        open('imported', 'w').close()
-        def app(environ, start_response):
-            start_response('200 OK', [('Content-Type', 'text/plain')])
-            return [b'slow']
-    """)
-    with (tmp_path / "devrun.yaml").open("a") as f:
-        f.write(f"  slow:\n    app: 'slowapp:app'\n    port: {slow_port}\n    cwd: slow\n    reload: fork\n")
-    d = devrun("up", "--no-dashboard", cwd=tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as release:
+        release.settimeout(30)
+        # The slow app's import holds until the test lets it go (one byte on this connection).
+        write(tmp_path / "slow" / "slowapp.py", f"""
+            import socket
+            with socket.create_connection(("127.0.0.1", {release.getsockname()[1]}), timeout=60) as s:
+                s.recv(1)
+            def app(environ, start_response):
+                start_response('200 OK', [('Content-Type', 'text/plain')])
+                return [b'slow']
+        """)
+        with (tmp_path / "devrun.yaml").open("a") as f:
+            f.write(f"  slow:\n    app: 'slowapp:app'\n    port: {slow_port}\n    cwd: slow\n    reload: fork\n")
+        d = devrun("up", "--no-dashboard", cwd=tmp_path)
 
-    def servers() -> list[int]:
-        assert d.proc is not None
-        return [p for p in descendants(d.proc.pid) if "--forkserver" in cmdline_or_empty(p)]
+        def servers() -> list[int]:
+            assert d.proc is not None
+            return [p for p in descendants(d.proc.pid) if "--forkserver" in cmdline_or_empty(p)]
 
-    wait_for(lambda: body(port).startswith("v1 "), 30, "the first app")
-    # solo has said what it imported (its preload list is written) while slow is still importing.
-    wait_for(lambda: (tmp_path / ".devrun" / "preload-solo.json").exists(), 15, "solo's preload list")
-    wait_for(lambda: (tmp_path / "slow" / "importing").exists(), 15, "the slow app to be importing")
-    assert servers() == [], "no fork server preloads while another app is starting"
-    assert not (tmp_path / "slow" / "imported").exists()  # it was still starting all along
+        held, _ = release.accept()  # slow is importing, and stays so
+        with held:
+            wait_for(lambda: body(port).startswith("v1 "), 30, "the first app")
+            # solo has said what it imported (its preload list is written) while slow still starts.
+            wait_for(lambda: (tmp_path / ".devrun" / "preload-solo.json").exists(), 15, "solo's preload list")
+            assert servers() == [], "no fork server preloads while another app is starting"
+            held.sendall(b"x")
     wait_for(lambda: get(f"http://127.0.0.1:{slow_port}/", 2) == (200, "slow"), 30, "the slow app")
     wait_for(lambda: len(servers()) == 2, 20, "both apps' fork servers, once every app has started")
     wait_forked(tmp_path, port, 1)  # and reloads fork from it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests.helpers import Devrun, free_port, get, wait_for, write
 pytestmark = pytest.mark.process
 
 APP = """
-    import time
+    import os, socket
     from flask import Flask
     app = Flask(__name__)
 
@@ -26,8 +27,9 @@ APP = """
 
     @app.route('/slow')
     def slow():
-        open('slow-started', 'w').close()
-        time.sleep(1)
+        # In flight until the test lets it finish (one byte on this connection).
+        with socket.create_connection(("127.0.0.1", int(os.environ["RELEASE_PORT"])), timeout=30) as s:
+            s.recv(1)
         return 'slow-v1'
 
     @app.route('/')
@@ -38,7 +40,7 @@ APP = """
 CLIENTS, EACH = 6, 200
 
 
-def project(tmp: Path) -> int:
+def project(tmp: Path, release_port: int = 0) -> int:
     port = free_port()
     write(tmp / "app.py", APP)
     write(tmp / "devrun.yaml", f"""
@@ -48,6 +50,7 @@ def project(tmp: Path) -> int:
             port: {port}
             reload_delay: 0.05
             debug: {{enabled: true}}
+            env: {{RELEASE_PORT: "{release_port}"}}
     """)
     return port
 
@@ -98,16 +101,21 @@ def test_every_request_of_a_burst_is_logged_once_in_order(tmp_path: Path, devrun
 
 def test_a_request_finished_by_a_retiring_generation_is_still_logged(
         tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
-    port = project(tmp_path)
-    d = devrun("up", "--no-dashboard", cwd=tmp_path)
-    wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2)[0] == 200, 30, f"the app to answer; output:\n{d.output}")
-    slow: list[tuple[int, str]] = []
-    t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{port}/slow", 10)))
-    t.start()
-    wait_for(lambda: (tmp_path / "slow-started").exists(), 10, "the slow request to start")
-    # The reload retires the generation serving /slow: it answers, logs, and exits right after.
-    (tmp_path / "app.py").write_text((tmp_path / "app.py").read_text().replace("'v1'", "'v2'"))
-    t.join(15)
+    with socket.create_server(("127.0.0.1", 0)) as release:
+        release.settimeout(15)
+        port = project(tmp_path, release.getsockname()[1])
+        d = devrun("up", "--no-dashboard", cwd=tmp_path)
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2)[0] == 200, 30, f"the app to answer; output:\n{d.output}")
+        slow: list[tuple[int, str]] = []
+        t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{port}/slow", 30)))
+        t.start()
+        held, _ = release.accept()  # the slow request is in flight
+        with held:
+            # The reload retires the generation serving /slow; once the new code answers, the old
+            # generation finishes /slow, logs it, and exits right after.
+            (tmp_path / "app.py").write_text((tmp_path / "app.py").read_text().replace("'v1'", "'v2'"))
+            wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2) == (200, "v2"), 20, "the new code")
+            held.sendall(b"x")
+        t.join(15)
     assert slow == [(200, "slow-v1")]
-    wait_for(lambda: get(f"http://127.0.0.1:{port}/", 2) == (200, "v2"), 20, "the new code")
     d.wait_line(lambda ln: re.fullmatch(r"web\s+\| GET /slow 200 \d+ms", ln) is not None, 10)
