@@ -234,6 +234,10 @@ class ServerReady(Message):
     modules: tuple[str, ...] = ()
 
 
+# Tainted's culprit when a server forked from the shared preloader finds the app's own code there.
+SHARED_CULPRIT = "(shared preloader)"
+
+
 @dataclass(frozen=True)
 class Tainted(Message):
     """Importing culprit imported a project module, or (module "thread") started an OS thread:
@@ -247,9 +251,16 @@ class Tainted(Message):
 @dataclass(frozen=True)
 class Fork(Message):
     """Fork a spare. Its pipes and the listening socket come with it as SCM_RIGHTS fds: event,
-    output, listener, control (the server itself never keeps the listener)."""
+    output, listener, control (the server itself never keeps the listener).
+
+    Asked of the shared preloader (see runner/preloader.py), a fork is of another app's: cwd and
+    env ("KEY=value" items) are what it moves into, as a spawned process would start there. With
+    server, the fork becomes a fork server itself, on the one socket fd that comes with it."""
 
     kind: ClassVar[str] = "fork"
+    server: bool = False
+    cwd: str = ""
+    env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,11 @@ def names(d: Devrun) -> list[str]:
 
 def steady(d: Devrun, apps: int) -> bool:
     """Each app exactly at rest: one serving generation, its fork server and its spare, and
-    nothing retiring (the state to compare before and after)."""
+    nothing retiring (the state to compare before and after), beside the one shared preloader
+    their fork servers were forked from."""
     got = names(d)
-    return all(got.count(n) == apps for n in ("devrun-gen", "devrun-spare", "devrun-forksrv")) and len(got) == 3 * apps
+    return (all(got.count(n) == apps for n in ("devrun-gen", "devrun-spare", "devrun-forksrv"))
+            and got.count("devrun-preload") == 1 and len(got) == 3 * apps + 1)
 
 
 def project(tmp: Path) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from devrun import events
 from devrun.config import App, Config, ConfigError, is_loopback, load_config
@@ -21,6 +22,7 @@ from devrun.runner.forking import ForkLauncher
 from devrun.runner.inbox import ChildItem
 from devrun.runner.launcher import Launcher, SpawnLauncher
 from devrun.runner.orphans import Orphans
+from devrun.runner.preloader import Preloaders
 from devrun.runner.supervisor import AppSupervisor
 from devrun.watch.debounce import Debouncer
 from devrun.watch.patterns import Matcher
@@ -106,6 +108,8 @@ class Apps:
         self.watcher: Watcher | None = None  # set once the runner has one
         self.env_watches: set[str] = set()  # debouncer keys of the env files watched
         self.on_configured: Callable[[list[str]], None] = lambda names: None
+        # One shared preloader per start-up environment, for the apps that fork (preloader.py).
+        self.preloaders = Preloaders(config.file.parent, self.notice)
 
     @property
     def wanted(self) -> list[App]:
@@ -142,6 +146,17 @@ class Apps:
         assert self.watcher is not None
         self.debouncer.set_delay(key, CONFIG_DELAY)
         self.watcher.watch_file(key, path)
+
+    def add_all(self) -> None:
+        """Start every wanted app; the shared preloader first learns what they all import."""
+        for app in self.wanted:
+            if app.config.reload == "fork":
+                self.preloaders.expect(app, self._cache(app))
+        for app in self.wanted:
+            self.add(app)
+
+    def _cache(self, app: App) -> Path:
+        return daemon.state_dir(self.config.file) / f"preload-{app.name}.json"
 
     def add(self, app: App, listener: socket.socket | None = None) -> None:
         cfg = app.config
@@ -208,9 +223,9 @@ class Apps:
         if not self.orphans.adopt():
             self.notice("reload: fork needs Linux (a subreaper runner); using spawn", "warning", app.name)
             return SpawnLauncher()
-        cache = daemon.state_dir(self.config.file) / f"preload-{app.name}.json"
+        cache = self._cache(app)
         return ForkLauncher(app, listener, env, lambda text, level: self.notice(text, level, app.name), cache,
-                            others_starting=self._starting)
+                            others_starting=self._starting, shared=self.preloaders.join(app, cache))
 
     def _starting(self) -> bool:
         """Is an app still starting its first generation?"""

@@ -15,6 +15,7 @@ own app spawns, never another app's reload or the runner's loop more than FORK_W
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from devrun import statefiles, wire
 from devrun.config import App
@@ -82,11 +84,76 @@ class Asked:
                 os.close(fd)
 
 
-class ForkServer:
-    """One fork server process and the socket to it."""
+class ServerProcess(Protocol):
+    """What a ForkServer needs of its process: subprocess.Popen, or an AdoptedServer."""
 
-    def __init__(self, app: App, listener: socket.socket, env: dict[str, str], preload: list[str]):
-        self.app = app
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class AdoptedServer:
+    """A fork server forked from the shared preloader, and adopted by the runner (a subreaper).
+    Its reaper thread waits for it (wait() with no timeout); everyone else only polls."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._reaped = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            self.returncode = generation.wait_exit(self.pid)
+            self._reaped.set()
+        else:
+            self._reaped.wait(timeout)
+        return -signal.SIGKILL if self.returncode is None else self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def spawned_server(app: App, env: dict[str, str]) -> Callable[[socket.socket], ServerProcess]:
+    """How an app's own fork server starts: `python -m devrun.worker --forkserver`, in the app's
+    folder and environment."""
+    return functools.partial(start_server, app.root, generation.child_environment(app, env))
+
+
+def start_server(cwd: Path, env: dict[str, str], theirs: socket.socket) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "devrun.worker", "--forkserver"],
+        cwd=cwd,
+        env={**env, "DEVRUN_FORKSERVER": str(theirs.fileno()),
+             "DEVRUN_LIFELINE_FD": str(generation.lifeline_fd()), "DEVRUN_RUNNER_PID": str(os.getpid())},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
+        stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
+        # Not the listener: it comes with each fork request, so a fork server never
+        # holds the app's port (one outliving the runner would keep it answering).
+        pass_fds=(theirs.fileno(), generation.lifeline_fd()),
+        start_new_session=True,
+    )
+
+
+def project_roots(app: App) -> list[str]:
+    return [str(app.root), *Matcher(app.root, app.config.watch).roots]
+
+
+class ForkServer:
+    """One fork server process and the socket to it: an app's own, or the shared preloader."""
+
+    def __init__(self, name: str, preload: list[str], roots: list[str],
+                 start: Callable[[socket.socket], ServerProcess]):
+        self.name = name
         self.preload = preload
         self.state = ServerState.STARTING
         self.taint: tuple[str, str] | None = None
@@ -98,27 +165,14 @@ class ForkServer:
         self.sock, theirs = socket.socketpair()
         self.buffer = b""
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "devrun.worker", "--forkserver"],
-                cwd=app.root,
-                env={**generation.child_environment(app, env), "DEVRUN_FORKSERVER": str(theirs.fileno()),
-                     "DEVRUN_LIFELINE_FD": str(generation.lifeline_fd()), "DEVRUN_RUNNER_PID": str(os.getpid())},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # what preloading prints would only repeat a generation's
-                stderr=None if os.environ.get("DEVRUN_DEBUG_FORKSERVER") else subprocess.DEVNULL,
-                # Not the listener: it comes with each fork request, so a fork server never
-                # holds the app's port (one outliving the runner would keep it answering).
-                pass_fds=(theirs.fileno(), generation.lifeline_fd()),
-                start_new_session=True,
-            )
+            self.proc = start(theirs)
         except BaseException:
             self.sock.close()
             raise
         finally:
             theirs.close()
         generation.known_pids.add(self.proc.pid)
-        threading.Thread(target=self._reap, name=f"devrun-{app.name}-forkserver", daemon=True).start()
-        roots = [str(app.root), *Matcher(app.root, app.config.watch).roots]
+        threading.Thread(target=self._reap, name=f"devrun-{name}-forkserver", daemon=True).start()
         try:
             self._send(wire.Hello(tuple(preload), tuple(roots)))
         except ForkServerGone:
@@ -185,14 +239,14 @@ class ForkServer:
             self.state = ServerState.GONE
         return self.state
 
-    def ask(self, listener: socket.socket) -> None:
+    def ask(self, listener: socket.socket, fork: wire.Fork | None = None) -> None:
         """Ask for a fork (a spare: it waits for its spec, see ForkLauncher.spawn); the answer
         is picked up by answer(). Sending never waits: one small request at a time."""
         event_r, event_w = os.pipe()
         out_r, out_w = os.pipe()
         control_r, control_w = generation.control_pipe()
         try:  # the spare's spec comes later, on its control pipe
-            self._send(wire.Fork(), [event_w, out_w, listener.fileno(), control_r])
+            self._send(fork or wire.Fork(), [event_w, out_w, listener.fileno(), control_r])
         except ForkServerGone:
             for fd in (event_r, out_r, control_w):
                 os.close(fd)
@@ -203,7 +257,22 @@ class ForkServer:
             os.close(control_r)
         self.asked = Asked(event_r, out_r, control_w, time.monotonic())
 
-    def answer(self, post: Post, timeout: float = 0.0) -> Generation | None:
+    def fork_server(self, fork: wire.Fork, sock: socket.socket) -> int:
+        """Have this server fork a fork server that talks to us on sock: its pid. The answer
+        is waited for (FORK_WAIT at most: a fork takes milliseconds): a server that misses it
+        is gone, as one whose answer is not a pid is."""
+        assert self.asked is None
+        self._send(fork, [sock.fileno()])
+        reply = self._reply(FORK_WAIT)
+        if isinstance(reply, wire.Forked) and reply.pid > 0:
+            return reply.pid
+        self.state = ServerState.GONE
+        if isinstance(reply, wire.ServerStale):
+            raise Stale(reply.path)
+        raise ForkServerGone(reply.why if isinstance(reply, wire.ForkFailed) and reply.why
+                             else f"no answer to a fork in {FORK_WAIT * 1000:.0f} ms")
+
+    def answer(self, app: str, post: Post, timeout: float = 0.0) -> Generation | None:
         """The spare asked for, once the server has answered (None while it has not)."""
         asked = self.asked
         assert asked is not None
@@ -222,7 +291,7 @@ class ForkServer:
                 raise Stale(reply.path)
             raise ForkServerGone(reply.why if isinstance(reply, wire.ForkFailed) and reply.why else "it exited")
         child = ForkedChild(reply.pid, asked.out_r)
-        spare = Generation(self.app.name, 0, child, control_fd=asked.control_w)
+        spare = Generation(app, 0, child, control_fd=asked.control_w)
         return generation.start_readers(spare, asked.event_r, post)
 
     def close(self) -> None:
@@ -247,12 +316,34 @@ class ForkServer:
             self.proc.wait(timeout)
 
 
+class Shared(Protocol):
+    """The shared preloader, as an app's launcher uses it (preloader.py)."""
+
+    def ready_for(self, name: str) -> bool: ...
+
+    def learned(self, name: str, names: list[str]) -> None: ...
+
+    def fork_server(self, app: App, env: dict[str, str], preload: list[str]) -> ForkServer | None: ...
+
+    def fork_generation(self, app: App, env: dict[str, str], listener: socket.socket,
+                        post: Post) -> Generation | None: ...
+
+    def leave(self, name: str) -> None: ...
+
+    def settling(self) -> bool: ...
+
+    def usable(self) -> ForkServer | None: ...
+
+
 class ForkLauncher:
     """Hands out generations for one app: forked when a server is ready, else spawned."""
 
     def __init__(self, app: App, listener: socket.socket, env: dict[str, str], notice: Say,
-                 cache: Path | None = None, others_starting: Callable[[], bool] = lambda: False):
+                 cache: Path | None = None, others_starting: Callable[[], bool] = lambda: False,
+                 shared: Shared | None = None):
         self.app = app
+        # The shared preloader this app's server and first generation are forked from, if any.
+        self.shared = shared
         self.others_starting = others_starting
         # What the next server is to preload, while it waits for the other apps to start.
         self.deferred: list[str] | None = None
@@ -282,6 +373,8 @@ class ForkLauncher:
         (called when the app is idle, never on a reload's path)."""
         if self.closed:
             return
+        if self.shared is not None and self.shared.settling():
+            self.shared.usable()  # a better preloader that is ready replaces the first one now
         if self.deferred is not None and (not self.others_starting()
                                           or time.monotonic() - self.deferred_at > MAX_DEFER):
             deferred, self.deferred = self.deferred, None
@@ -301,7 +394,8 @@ class ForkLauncher:
         no_spare = self.spare is None or self.spare.exited
         # A tainted or dead server forks nothing: the next spawn replaces it.
         usable = self.server is not None and self.server.state in (ServerState.STARTING, ServerState.READY)
-        return self.next is not None or self.deferred is not None or (usable and no_spare)
+        settling = self.shared is not None and self.shared.settling()
+        return self.next is not None or self.deferred is not None or (usable and no_spare) or settling
 
     def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
@@ -319,7 +413,7 @@ class ForkLauncher:
             asked = server.asked
             assert asked is not None
             wait = 0.0 if server.slow else max(0.0, FORK_WAIT - (time.monotonic() - asked.at))
-            spare = server.answer(post, wait)
+            spare = server.answer(self.app.name, post, wait)
         except Stale as exc:
             self.notice(f"fork server: {exc} changed; restarting it", "info")
             self._replace(server.preload)
@@ -346,6 +440,9 @@ class ForkLauncher:
         spare, self.spare = self.spare, None
         if spare is None:
             return None
+        return self._become(spare, number, listener, pin_failures)
+
+    def _become(self, spare: Generation, number: int, listener: socket.socket, pin_failures: int) -> Generation | None:
         # It checks for stale preloads itself (see stale()): no round trip to the server here.
         spec = generation.generation_spec(self.app, number, listener, pin_failures, report_modules=True)
         spare.number = number
@@ -353,6 +450,10 @@ class ForkLauncher:
             self._drop(spare)
             return None
         return spare
+
+    def ready(self) -> bool:
+        """False while the first generation had better wait for the shared preloader."""
+        return self.closed or self.server is not None or self.shared is None or self.shared.ready_for(self.app.name)
 
     def exited(self, gen: Generation) -> bool:
         """A generation no supervisor owns has exited: True if it was our spare (then the
@@ -374,7 +475,12 @@ class ForkLauncher:
         server = None if self.closed else self.server
         if server is not None:
             state = server.poll()
-            if state is ServerState.TAINTED and server.taint:
+            if state is ServerState.TAINTED and server.taint and server.taint[0] == wire.SHARED_CULPRIT:
+                self.notice(f"fork server: the shared preloader has {server.taint[1]} of this project loaded; "
+                            "this app's fork server is started on its own", "warning")
+                self.shared = None
+                self._replace(server.preload)
+            elif state is ServerState.TAINTED and server.taint:
                 culprit, module = server.taint
                 why = ("started an OS thread (a fork of a threaded process may deadlock)" if module == "thread"
                        else f"imported project module {module}")
@@ -390,6 +496,11 @@ class ForkLauncher:
                     return gen
             elif state is ServerState.GONE:
                 self._died("it exited")
+        elif self.shared is not None and not self.closed:  # the first generation
+            spare = self.shared.fork_generation(app, env, listener, post)
+            gen = None if spare is None else self._become(spare, number, listener, pin_failures)
+            if gen is not None:
+                return gen
         return generation.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
 
     def stale(self, path: str) -> None:
@@ -407,7 +518,13 @@ class ForkLauncher:
         self.learning.extend(names)
         if not last:
             return
-        learned, self.learning = [m for m in dict.fromkeys(self.learning) if m not in self.deny], []
+        # devrun's own modules are in every fork server already (a generation forked from the
+        # shared preloader reports them too): never part of what an app is learned to import.
+        learned = [m for m in dict.fromkeys(self.learning)
+                   if m not in self.deny and m != "devrun" and not m.startswith("devrun.")]
+        self.learning = []
+        if self.shared is not None:
+            self.shared.learned(self.app.name, learned)
         current = self.next or self.server
         # Against what the server has, not only what it was asked for: a forked generation
         # reports the server's own modules too, and a new server for those would be a wasted
@@ -429,6 +546,8 @@ class ForkLauncher:
         """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
         self.closed = True
         self.deferred = None
+        if self.shared is not None:
+            self.shared.leave(self.app.name)
         self._drop(self.spare)
         self.spare = None
         for server in (self.server, self.next):
@@ -454,8 +573,12 @@ class ForkLauncher:
     def _start(self, preload: list[str]) -> ForkServer | None:
         """A new server, or None (generations are spawned) when it cannot start: the app's
         folder is gone, or the system is out of processes or fds."""
+        if self.shared is not None:
+            forked = self.shared.fork_server(self.app, self.env, preload)
+            if forked is not None:
+                return forked
         try:
-            return ForkServer(self.app, self.listener, self.env, preload)
+            return ForkServer(self.app.name, preload, project_roots(self.app), spawned_server(self.app, self.env))
         except (OSError, ForkServerGone) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.notice(f"fork server cannot start ({why}); spawning meanwhile", "warning")

@@ -78,14 +78,19 @@ class ForkedChild:
         self.stdout: IO[bytes] | None = open(stdout_fd, "rb")  # noqa: SIM115 - closed by its reader
 
     def wait(self) -> int:
-        while True:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                return -signal.SIGKILL  # reaped elsewhere: its status is lost
-            return os.waitstatus_to_exitcode(status)
+        return wait_exit(self.pid)
+
+
+def wait_exit(pid: int) -> int:
+    """Wait for an adopted child (one the runner did not start itself) and reap it."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return -signal.SIGKILL  # reaped elsewhere: its status is lost
+        return os.waitstatus_to_exitcode(status)
 
 
 class GenState(Enum):

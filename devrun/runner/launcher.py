@@ -21,6 +21,10 @@ class Launcher(Protocol):
     def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post,
               pin_failures: int = 0) -> Generation: ...
 
+    def ready(self) -> bool:
+        """May a generation start now? False while the first one had better wait (for the
+        shared preloader it would be forked from); the supervisor asks again on its ticks."""
+
     def learn(self, names: list[str], last: bool) -> None:
         """A generation reports what it imported from outside the project."""
 
@@ -46,6 +50,9 @@ class SpawnLauncher:
     def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post,
               pin_failures: int = 0) -> Generation:
         return generation.spawn(app, number, listener, env, post, pin_failures=pin_failures)
+
+    def ready(self) -> bool:
+        return True
 
     def learn(self, names: list[str], last: bool) -> None:
         pass

@@ -137,8 +137,7 @@ class Runner:
                 # reported, and stopped with the runner instead of living on.
                 self.orphans.adopt()
                 self.apps.watcher = watcher
-                for app in self.apps.wanted:
-                    self.apps.add(app)
+                self.apps.add_all()
                 if not self.apps.supervisors:
                     self.notice("no app could start", "error")
                     return 1
@@ -152,6 +151,7 @@ class Runner:
         except BaseException:
             # A bug in the runner must not leave apps holding their ports.
             self._kill_all()
+            self.apps.preloaders.close()
             self.orphans.stop(wait=0.5)
             raise
         finally:
@@ -286,6 +286,7 @@ class Runner:
             for sup in sups:
                 sup.tick()
         self._kill_all()
+        self.apps.preloaders.close()
         self.orphans.stop(wait=1.0)
         for sup in self.apps.supervisors.values():
             self.emit(events.Stopped(sup.name))

@@ -47,6 +47,10 @@ POLL = 0.1
 MAX_APP_WRITES = 1024
 # A request line whose time is older than this is not believed (it waited a day in a pipe?).
 LATE_LINE = 86400.0
+# While a first generation waits for its launcher (the shared preloader starting), the launcher
+# is asked this often: its readiness is a non-blocking read, and every millisecond here is
+# cold-start time.
+LAUNCH_POLL = 0.005
 
 
 class AppSupervisor:
@@ -86,6 +90,8 @@ class AppSupervisor:
         self.app_writes_told: set[str] = set()
         self.pin_failures = 0  # wrong debugger PINs this run: a reload must not reset the lockout
         self.framework = ""  # the serving generation's framework, as it described it
+        self.launch_waits = False  # a launch waits for the launcher (see Launcher.ready)
+        self.launch_poll_at = 0.0
 
     @property
     def name(self) -> str:
@@ -161,6 +167,7 @@ class AppSupervisor:
         """Retire every generation. final: the runner is done with this app; otherwise it was
         stopped by request (`devrun stop`) and its port says so until `devrun start`."""
         self.stopping = True
+        self.launch_waits = False
         self.backoff.cancel()
         self.git.clear()
         for gen in (self.pending, self.current):
@@ -209,6 +216,8 @@ class AppSupervisor:
             self._check_root()
         if not self.stopping and self.backoff.due(now):
             self._launch()
+        if self.launch_waits and not self.stopping and now >= self.launch_poll_at:
+            self._launch()
         if self.git.due(now):
             self._reload_now(())
         self._maybe_accept()
@@ -245,6 +254,8 @@ class AppSupervisor:
             times.append(pending.started + SLOW_START)
         if self.git.waiting or self.groups:
             times.append(self.poll_at)
+        if self.launch_waits and not self.stopping:
+            times.append(self.launch_poll_at)
         if current is not None and self._at_rest() and self.launcher.idle_work():
             # The launcher's idle work (a spare to fork, a fork server's late answer) is polled.
             times.append(max(current.started + SPARE_AFTER, self.poll_at))
@@ -390,6 +401,7 @@ class AppSupervisor:
     # -- process control -------------------------------------------------------------------
 
     def _launch(self) -> None:
+        self.launch_waits = False
         if self.pending is not None:
             # A newer change arrived while this one was loading: its code is already stale.
             self.pending.kill()
@@ -399,6 +411,12 @@ class AppSupervisor:
             self._cannot_start(f"its folder {self.app.root} is missing", "devrun starts it again once the folder "
                                "is back.")
             self.missing = True
+            return
+        if not self.launcher.ready():
+            # The launch is made on a tick once the launcher is ready; the app says it is starting.
+            self.launch_waits = True
+            self.launch_poll_at = self.clock() + LAUNCH_POLL
+            self._set(AppStatus.RELOADING if self.current is not None else AppStatus.STARTING)
             return
         started = self.clock()  # before asking: a fork server's answer is part of the start
         try:

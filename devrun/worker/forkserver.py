@@ -19,6 +19,11 @@ reload's spec, so a reload does not wait for a fork. Given its spec, a spare fir
 server's staleness check itself (it has the server's snapshot): if a preloaded file changed it
 reports Stale and exits, and the runner replaces the server.
 
+The shared preloader (runner/preloader.py) is this same server, started for no app in
+particular: its forks move into their app's folder and environment first (move_in), and a Fork
+with server set makes an app's fork server instead of a spare (become_server), on the socket
+that comes with it.
+
 Hygiene: no threads and no running gevent hub here; stdio flushed before each fork; a module
 whose file is in the project is never imported here (it would be served stale). A preloaded
 module may well create a hub without running it (Falcon's `falcon.util.sync` makes a
@@ -32,15 +37,19 @@ import dataclasses
 import functools
 import gc
 import importlib
+import importlib.util
 import os
 import signal
 import socket
 import sys
+import sysconfig
 import time
+from collections.abc import Callable
 
 from gevent import monkey
 
 from devrun.wire import (
+    SHARED_CULPRIT,
     Become,
     Fork,
     Forked,
@@ -57,6 +66,9 @@ from devrun.wire import (
 )
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
+# Set for the shared preloader: one per interpreter, from which the apps' fork servers and
+# first generations are forked (runner/preloader.py).
+SHARED_ENV = "DEVRUN_SHARED_PRELOADER"
 RUNNER_ENV = "DEVRUN_RUNNER_PID"
 MAX_FDS = 8
 
@@ -87,13 +99,36 @@ def os_threads() -> int:
         return 1
 
 
-def preload(names: tuple[str, ...], roots: tuple[str, ...]) -> tuple[str, str] | None:
+def installed(name: str) -> bool:
+    """Is the top-level package of name part of the interpreter's installation (the standard
+    library, site-packages)? Found without importing anything."""
+    try:
+        spec = importlib.util.find_spec(name.partition(".")[0])
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    where = [spec.origin] if spec.origin and os.path.isabs(spec.origin) else []
+    where += list(spec.submodule_search_locations or [])
+    if not where:
+        return True  # built in or frozen
+    homes = tuple(os.path.join(os.path.realpath(p), "") for key, p in sysconfig.get_paths().items()
+                  if key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    return all(os.path.realpath(w).startswith(homes) for w in where)
+
+
+def preload(names: tuple[str, ...], roots: tuple[str, ...], installed_only: bool = False) -> tuple[str, str] | None:
     """Import names; return (culprit, why) if one of them pulled in project code (why: that
     module's name) or started an OS thread (why: "thread"): a fork copies only the forking
-    thread, so a lock another thread held stays held for ever in every generation."""
+    thread, so a lock another thread held stays held for ever in every generation.
+
+    installed_only (the shared preloader): only what the interpreter has installed. A library
+    of the user's own, on a PYTHONPATH folder, is the likeliest to read its app's environment
+    at import, and the preloader imports with none of the apps' `env:`; the app's own fork
+    server imports it, in the app's environment."""
     threads = os_threads()
     for name in names:
-        if name in sys.modules:
+        if name in sys.modules or (installed_only and not installed(name)):
             continue
         try:
             importlib.import_module(name)
@@ -179,27 +214,33 @@ def send(sock: socket.socket, msg: Message) -> None:
 
 
 def main() -> int:
-    set_name(b"devrun-forksrv")
+    shared = os.environ.pop(SHARED_ENV, "") == "1"
+    set_name(b"devrun-preload" if shared else b"devrun-forksrv")
     die_with(int(os.environ.pop(RUNNER_ENV)))
     # Registered before anything is preloaded, so it runs first in every child: the middle
     # process of a fork dies with the server even while a library's own at-fork hook hangs in it.
     os.register_at_fork(after_in_child=functools.partial(middle_dies_with, os.getpid()))
     sock = _Socket(fileno=int(os.environ.pop(SOCK_ENV)))
     sock.setblocking(True)
-    lifeline = int(os.environ["DEVRUN_LIFELINE_FD"])
     import devrun.worker.serve  # noqa: F401 - what every generation runs
 
-    data = b""
-    while not data.endswith(b"\n"):  # the hello, and nothing after it, comes before we reply
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            return 0
-        data += chunk
-    hello = decode(data)
+    return serve_forks(sock, lifeline_fd(), shared)
+
+
+def lifeline_fd() -> int:
+    return int(os.environ["DEVRUN_LIFELINE_FD"])
+
+
+def serve_forks(sock: socket.socket, lifeline: int, shared: bool = False) -> int:
+    """Preload what the runner's Hello names, then fork for it until it closes our socket."""
+    hello = read_hello(sock)
     if not isinstance(hello, Hello):
-        return 1
+        return 0 if hello is None else 1
     roots = tuple(os.path.join(os.path.abspath(r), "") for r in hello.project_roots)
-    culprit = preload(hello.preload, roots)
+    # A server forked from the shared preloader starts with what that preloaded: none of it may
+    # be this app's own code (another app's preloads were checked against their roots only).
+    tainted = project_modules(roots)
+    culprit = (SHARED_CULPRIT, tainted[0]) if tainted else preload(hello.preload, roots, shared)
     if culprit:
         send(sock, Tainted(*culprit))
         return 0
@@ -222,7 +263,8 @@ def main() -> int:
         if not msg:
             return 0  # the runner closed our socket: we are retired
         stale = changed(stamps)
-        if stale or not isinstance(decode(msg), Fork) or len(fds) != 4:
+        fork = decode(msg)
+        if stale or not isinstance(fork, Fork) or len(fds) != (1 if fork.server else 4):
             for fd in fds:
                 _close(fd)
             if stale:
@@ -230,20 +272,39 @@ def main() -> int:
                 return 0
             send(sock, ForkFailed("not a fork request"))
             continue
-        try:
-            pid = spawn_generation(fds, sock, stamps)
-        except OSError as exc:  # out of processes or fds: the runner spawns instead
-            pid, why = 0, exc.strerror or str(exc)
+        send(sock, fork_for(fork, fds, sock, stamps))
+
+
+def read_hello(sock: socket.socket) -> Message | None:
+    """The runner's first message (None: it closed the socket before saying one)."""
+    data = b""
+    while not data.endswith(b"\n"):  # the hello, and nothing after it, comes before we reply
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return None
+        data += chunk
+    return decode(data) or Fork()  # anything else that is not a Hello ends the server
+
+
+def fork_for(fork: Fork, fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> Message:
+    """Fork what the runner asked for (a spare, or a fork server); the answer to send."""
+    try:
+        if fork.server:
+            pid = double_fork(functools.partial(become_server, fds[0], sock, fork))
         else:
-            why = "the generation's fork failed"
-        for fd in fds:  # before the answer: once the runner has it, the port is never held here
-            _close(fd)
-        send(sock, Forked(pid) if pid else ForkFailed(why))
+            pid = double_fork(functools.partial(become_generation, fds, sock, stamps, fork))
+    except OSError as exc:  # out of processes or fds: the runner spawns instead
+        pid, why = 0, exc.strerror or str(exc)
+    else:
+        why = "the fork failed"
+    for fd in fds:  # before the answer: once the runner has it, the port is never held here
+        _close(fd)
+    return Forked(pid) if pid else ForkFailed(why)
 
 
-def spawn_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int]) -> int:
-    """Double fork: the generation is reparented to the runner (a subreaper), which reaps it."""
-    event_fd, output_fd, listen_fd, control_fd = fds
+def double_fork(then: Callable[[int], object]) -> int:
+    """Fork twice; the grandchild runs then(pid of the middle process) and never returns. It is
+    reparented to the runner (a subreaper), which reaps it; its pid is returned."""
     sys.stdout.flush()
     sys.stderr.flush()
     read_pid, write_pid = os.pipe()
@@ -257,14 +318,13 @@ def spawn_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int]
         try:
             _close(read_pid)
             middle = os.getpid()
-            generation = _fork()
-            if generation == 0:
+            if _fork() == 0:
                 # Its own session before anyone learns its pid: the runner kills a retired fork
                 # server's whole group, and must never take a generation along.
                 os.setsid()
                 os.write(write_pid, f"{os.getpid()}\n".encode())
                 _close(write_pid)
-                become_generation(listen_fd, control_fd, event_fd, output_fd, sock, middle, stamps)  # never returns
+                then(middle)  # never returns
         finally:
             os._exit(0)
     _close(write_pid)
@@ -272,8 +332,52 @@ def spawn_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int]
         pid = read_pid_line(read_pid)
     finally:
         _close(read_pid)
-    _waitpid(first, 0)  # once it has exited, the generation is the runner's child
+    _waitpid(first, 0)  # once it has exited, the grandchild is the runner's child
     return pid
+
+
+def adopted(middle: int) -> None:
+    """Wait until the middle process has exited and we belong to the runner, so that the
+    runner-is-alive checks see the runner as our parent."""
+    deadline = time.monotonic() + 2.0
+    while os.getppid() == middle and time.monotonic() < deadline:
+        _sleep(0.0002)
+
+
+def move_in(fork: Fork) -> None:
+    """A fork of the shared preloader takes its app's folder and environment, as a process
+    spawned for that app would have started with them."""
+    if not fork.cwd:
+        return
+    os.chdir(fork.cwd)
+    os.environ.clear()
+    os.environ.update(item.split("=", 1) for item in fork.env)  # type: ignore[misc]
+    importlib.invalidate_caches()
+
+
+def become_server(sock_fd: int, parent: socket.socket, fork: Fork, middle: int) -> None:
+    """A fork server of one app, forked from the shared preloader: it preloads the rest of
+    what that app imports, then forks its spares (serve_forks)."""
+    code = 1
+    try:
+        adopted(middle)
+        parent.close()
+        lifeline = lifeline_fd()  # before the app's environment replaces ours
+        set_name(b"devrun-forksrv" if fork.cwd else b"devrun-preload")  # an app's, or a better preloader
+        die_with(os.getppid())  # the runner: it adopted us on its main thread (see die_with)
+        os.register_at_fork(after_in_child=functools.partial(middle_dies_with, os.getpid()))
+        move_in(fork)
+        sock = _Socket(fileno=sock_fd)
+        sock.setblocking(True)
+        code = serve_forks(sock, lifeline, shared=not fork.cwd)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def read_pid_line(fd: int) -> int:
@@ -305,15 +409,13 @@ def wait_for_spec(fd: int) -> WorkerSpec:
     return dataclasses.replace(become.spec, control_pending=rest.decode("latin-1"))
 
 
-def become_generation(listen_fd: int, control_fd: int, event_fd: int, output_fd: int, sock: socket.socket,
-                      middle: int, stamps: dict[str, int]) -> None:
+def become_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int], fork: Fork,
+                      middle: int) -> None:
+    event_fd, output_fd, listen_fd, control_fd = fds
     code = 1
     try:
-        # Wait until the middle process has exited and we belong to the runner, so that the
-        # runner-is-alive check in run() sees the runner as our parent.
-        deadline = time.monotonic() + 2.0
-        while os.getppid() == middle and time.monotonic() < deadline:
-            _sleep(0.0002)
+        adopted(middle)
+        move_in(fork)
         # A spare says so until it is handed its spec (`ps`, and the tests, tell them apart).
         set_name(b"devrun-spare")
         sock.close()
