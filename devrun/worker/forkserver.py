@@ -358,8 +358,8 @@ def move_in(fork: Fork) -> None:
 def become_server(sock_fd: int, parent: socket.socket, fork: Fork, middle: int) -> None:
     """A fork server of one app, forked from the shared preloader: it preloads the rest of
     what that app imports, then forks its spares (serve_forks)."""
-    code = 1
-    try:
+
+    def serve() -> int:
         adopted(middle)
         parent.close()
         lifeline = lifeline_fd()  # before the app's environment replaces ours
@@ -369,7 +369,18 @@ def become_server(sock_fd: int, parent: socket.socket, fork: Fork, middle: int) 
         move_in(fork)
         sock = _Socket(fileno=sock_fd)
         sock.setblocking(True)
-        code = serve_forks(sock, lifeline, shared=not fork.cwd)
+        return serve_forks(sock, lifeline, shared=not fork.cwd)
+
+    exit_with(serve)
+
+
+def exit_with(body: Callable[[], int]) -> None:
+    """Run what a fork is for and leave with its code, never returning into the parent's stack."""
+    code = 1
+    try:
+        code = body()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         import traceback
 
@@ -412,8 +423,8 @@ def wait_for_spec(fd: int) -> WorkerSpec:
 def become_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int], fork: Fork,
                       middle: int) -> None:
     event_fd, output_fd, listen_fd, control_fd = fds
-    code = 1
-    try:
+
+    def serve() -> int:
         adopted(middle)
         move_in(fork)
         # A spare says so until it is handed its spec (`ps`, and the tests, tell them apart).
@@ -433,15 +444,7 @@ def become_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int
         stale = changed(stamps)  # as the server checks before a fork, checked now, by us
         if stale:
             os.write(event_fd, encode(Stale(stale)))
-            os._exit(0)
-        code = run(dataclasses.replace(spec, listen_fd=listen_fd, control_fd=control_fd, event_fd=event_fd))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        import traceback
+            return 0
+        return run(dataclasses.replace(spec, listen_fd=listen_fd, control_fd=control_fd, event_fd=event_fd))
 
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    exit_with(serve)
