@@ -83,16 +83,33 @@ def reload_to(tmp: Path, port: int, version: int, extra_import: str = "") -> str
     return wait_for(lambda: (b := body(port)).startswith(f"v{version} ") and b, 15, f"version {version}")
 
 
+def app_servers(folder: Path) -> list[int]:
+    """The fork servers working in folder (an app's own, not the shared preloader)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and comm(int(name)) == "devrun-forksrv":
+            try:
+                if os.path.realpath(f"/proc/{name}/cwd") == os.path.realpath(folder):
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
 def wait_forked(tmp: Path, port: int, start: int) -> tuple[int, str]:
-    """Reload until a generation comes from the fork server (the first ones are spawned
-    while it preloads what the first generation reported)."""
+    """Reload until a generation comes from the app's own fork server. The first generation
+    is a fork of the shared preloader, and so carries the fork server's command line too: only
+    a forked generation started after the app's server was there counts (one started while
+    that server preloads is spawned)."""
     version = start
+    had_server = False
     for _ in range(20):
         version += 1
         text = reload_to(tmp, port, version)
         pid = int(text.split()[-1])
-        if "--forkserver" in cmdline(pid):
+        if had_server and "--forkserver" in cmdline(pid):
             return version, text
+        had_server = had_server or bool(app_servers(tmp))
     raise AssertionError("no generation was ever forked")
 
 
