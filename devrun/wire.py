@@ -150,10 +150,13 @@ class Modules(Message):
 
 @dataclass(frozen=True)
 class Stale(Message):
-    """A spare found a preloaded file changed since its fork server started; it exits."""
+    """A spare found a preloaded file changed since its fork server started; it exits. With
+    project, path is instead a module of the app's own project that the shared preloader it was
+    forked from had loaded (which the app must import afresh, from its own server)."""
 
     kind: ClassVar[str] = "stale"
     path: str = ""
+    project: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,13 +257,15 @@ class Fork(Message):
     output, listener, control (the server itself never keeps the listener).
 
     Asked of the shared preloader (see runner/preloader.py), a fork is of another app's: cwd and
-    env ("KEY=value" items) are what it moves into, as a spawned process would start there. With
-    server, the fork becomes a fork server itself, on the one socket fd that comes with it."""
+    env ("KEY=value" items) are what it moves into, as a spawned process would start there, and
+    roots the app's project, none of which it may have loaded. With server, the fork becomes a
+    fork server itself, on the one socket fd that comes with it."""
 
     kind: ClassVar[str] = "fork"
     server: bool = False
     cwd: str = ""
     env: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -140,10 +140,12 @@ def test_a_falcon_app_reloads_through_its_fork_server(
     """)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: served(port).get("version") == 1, 30, "the app")
-    # The first generation was spawned; once the fork server has preloaded what it imported
-    # (Falcon), it forks a spare for the next reload.
-    wait_for(lambda: named(d, "devrun-spare"), 20, f"a spare generation; output:\n{d.output}")
-    for version in (2, 3):  # the spare, then a reload right after one (a fork asked for then)
+    # Every generation is a fork of the shared preloader, which has Falcon preloaded once the
+    # first one said what it imported: the first reload's on its path, then (the app being
+    # edited now) the spare forked after it, then one asked for by a reload right after that.
+    for version in (2, 3, 4):
+        if version == 3:
+            wait_for(lambda: named(d, "devrun-spare"), 20, f"a spare generation; output:\n{d.output}")
         look(tmp_path, version)
         doc = wait_for(lambda v=version: (doc := served(port)).get("version") == v and doc, 15, f"version {version}")
         assert comm(doc["pid"]) == "devrun-gen", (comm(doc["pid"]), d.output)  # forked, not spawned
@@ -165,6 +167,7 @@ def test_a_killed_runner_leaves_no_fork_server_holding_the_port(
     """)
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: served(port).get("version") == 1, 30, "the app")
+    look(tmp_path, 2)  # edited: a spare pays now, beside the preloader it is forked from
     wait_for(lambda: named(d, "devrun-spare"), 20, f"a spare generation; output:\n{d.output}")
     assert d.proc is not None
     os.kill(d.proc.pid, signal.SIGKILL)  # no goodbye: only the lifeline and PDEATHSIG are left
@@ -229,17 +232,20 @@ def test_a_hung_fork_server_costs_only_its_own_app_a_spawn(
     ports, forked = hung_project(tmp_path, ("a", "b"))
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(ports["a"]) == 1 and version(ports["b"]) == 1, 30, "both apps")
-    # b's server is ready (it has forked a spare), and a's has preloaded hangatfork and been
-    # asked for a fork, which now hangs in its child, the fork's middle process.
+    # b's preloader is ready (b, edited, has a spare forked from it), and a's fork server has
+    # preloaded hangatfork and been asked for a fork, which now hangs in its child, the fork's
+    # middle process.
+    write(tmp_path / "b" / "app.py", PLAIN_APP.format(imports="", version=2))
+    wait_for(lambda: version(ports["b"]) == 2, 15, "b's first reload")
     b_dir = str((tmp_path / "b").resolve())
     wait_for(lambda: any(os.readlink(f"/proc/{p}/cwd") == b_dir for p in named(d, "devrun-spare")),
              20, f"b's spare; output:\n{d.output}")
     wait_for(forked.exists, 20, f"a's fork server to be asked for a fork; output:\n{d.output}")
     write(tmp_path / "a" / "app.py", PLAIN_APP.format(imports="import hangatfork", version=2))
-    write(tmp_path / "b" / "app.py", PLAIN_APP.format(imports="", version=2))
-    wait_for(lambda: version(ports["b"]) == 2, 15, "b's reload")
+    write(tmp_path / "b" / "app.py", PLAIN_APP.format(imports="", version=3))
+    wait_for(lambda: version(ports["b"]) == 3, 15, "b's reload")
     # The runner's loop never waited out a's server: b reloaded before devrun gave up on it
-    # (FORK_TIMEOUT, 5 s after it asked), and through b's own fork server.
+    # (FORK_TIMEOUT, 5 s after it asked), and forked (from its spare).
     assert not fork_trouble(d, "a", GAVE_UP), d.output
     assert not fork_trouble(d, "b", (*GAVE_UP, "no answer")), d.output
     assert comm(served(ports["b"], "/")["pid"]) == "devrun-gen"

@@ -1,4 +1,8 @@
-"""`reload: fork`: generations forked from a preloading server, and never stale."""
+"""`reload: fork`: generations forked from an app's own preloading server, and never stale.
+
+Every app here imports `vendored`, a library of the user's own on a PYTHONPATH folder: the shared
+preloader never preloads one (see runner/preloader.py), so each app needs a server of its own.
+An app that imports nothing the shared preloader lacks has none (test_preloader.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ pytestmark = pytest.mark.process  # every test here starts processes
 
 APP = """
     import os, json
-    import helper
+    import helper, vendored
     {extra_import}
     def app(environ, start_response):
         body = f'v{version} {{helper.TAG}} {{os.getpid()}}'.encode()
@@ -26,7 +30,18 @@ APP = """
 """
 
 
-def setup(tmp: Path, extra: str = "", env: str = "") -> int:
+def vendor(tmp: Path) -> Path:
+    """The folder of `vendored`, outside the project."""
+    folder = tmp.parent / f"{tmp.name}-vendor"
+    write(folder / "vendored.py", "NAME = 'vendored'\n")
+    return folder
+
+
+def pythonpath(tmp: Path, *libs: Path) -> str:
+    return "env: {PYTHONPATH: '" + os.pathsep.join(map(str, (vendor(tmp), *libs))) + "'}"
+
+
+def setup(tmp: Path, libs: tuple[Path, ...] = ()) -> int:
     port = free_port()
     write(tmp / "app.py", APP.format(version=1, extra_import=""))
     write(tmp / "helper.py", "TAG = 'h1'\n")
@@ -36,7 +51,7 @@ def setup(tmp: Path, extra: str = "", env: str = "") -> int:
             app: "app:app"
             port: {port}
             reload: fork
-            {env}
+            {pythonpath(tmp, *libs)}
     """)
     return port
 
@@ -152,7 +167,7 @@ def test_a_dead_fork_server_is_survived(tmp_path: Path, devrun: Callable[..., De
 def test_a_changed_preloaded_module_restarts_the_fork_server(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     lib = tmp_path / "lib"
     write(lib / "extlib.py", "VALUE = 'ext-1'\n")
-    port = setup(tmp_path, env=f"env: {{PYTHONPATH: '{lib}'}}")
+    port = setup(tmp_path, libs=(lib,))
     (tmp_path / "app").mkdir()
     write(tmp_path / "devrun.yaml", (tmp_path / "devrun.yaml").read_text().replace('app: "app:app"',
                                                                                    'app: "app:app"\n    cwd: app'))
@@ -219,7 +234,7 @@ def test_a_reload_adopts_the_spare_forked_while_the_app_was_idle(
     serving = int(text.split()[-1])
     spare = wait_for(lambda: spare_pid(d, serving), 15, "a spare generation")
     text = reload_to(tmp_path, port, version + 1)
-    assert int(text.split()[-1]) == spare  # the spare became the new generation
+    assert int(text.split()[-1]) == spare, d.output  # the spare became the new generation
     assert text.startswith(f"v{version + 1} h1 ")  # with the code saved after it was forked
 
 
@@ -235,7 +250,7 @@ THREADED_LIB = """
 def test_a_module_that_starts_an_os_thread_is_never_preloaded(tmp_path: Path, devrun: Callable[..., Devrun]) -> None:
     lib = tmp_path.parent / f"{tmp_path.name}-lib"  # outside the project: a preload candidate
     write(lib / "threadedlib.py", THREADED_LIB)
-    port = setup(tmp_path, env=f"env: {{PYTHONPATH: '{lib}'}}")
+    port = setup(tmp_path, libs=(lib,))
     write(tmp_path / "helper.py", "import threadedlib\nTAG = threadedlib.VALUE\n")
     d = devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: body(port).startswith("v1 threaded"), 30, "the app")
@@ -275,7 +290,7 @@ def test_a_fork_server_waits_until_the_other_apps_have_started(tmp_path: Path, d
         release.settimeout(30)
         # The slow app's import holds until the test lets it go (one byte on this connection).
         write(tmp_path / "slow" / "slowapp.py", f"""
-            import socket
+            import socket, vendored
             with socket.create_connection(("127.0.0.1", {release.getsockname()[1]}), timeout=60) as s:
                 s.recv(1)
             def app(environ, start_response):
@@ -283,7 +298,8 @@ def test_a_fork_server_waits_until_the_other_apps_have_started(tmp_path: Path, d
                 return [b'slow']
         """)
         with (tmp_path / "devrun.yaml").open("a") as f:
-            f.write(f"  slow:\n    app: 'slowapp:app'\n    port: {slow_port}\n    cwd: slow\n    reload: fork\n")
+            f.write(f"  slow:\n    app: 'slowapp:app'\n    port: {slow_port}\n    cwd: slow\n    reload: fork\n"
+                    f"    {pythonpath(tmp_path)}\n")
         d = devrun("up", "--no-dashboard", cwd=tmp_path)
 
         def servers() -> list[int]:

@@ -80,12 +80,12 @@ def names(d: Devrun) -> list[str]:
 
 
 def steady(d: Devrun, apps: int) -> bool:
-    """Each app exactly at rest: one serving generation, its fork server and its spare, and
+    """Each app exactly at rest: one serving generation and its spare (the apps are edited), and
     nothing retiring (the state to compare before and after), beside the one shared preloader
-    their fork servers were forked from."""
+    both are forked from: the apps import nothing it lacks, so none has a fork server of its own."""
     got = names(d)
-    return (all(got.count(n) == apps for n in ("devrun-gen", "devrun-spare", "devrun-forksrv"))
-            and got.count("devrun-preload") == 1 and len(got) == 3 * apps + 1)
+    return (all(got.count(n) == apps for n in ("devrun-gen", "devrun-spare"))
+            and got.count("devrun-preload") == 1 and len(got) == 2 * apps + 1)
 
 
 def project(tmp: Path) -> tuple[int, int]:
@@ -97,9 +97,8 @@ def project(tmp: Path) -> tuple[int, int]:
 
 
 def warm(d: Devrun, tmp: Path, ports: dict[str, int]) -> int:
-    """Reload the apps until each is served by a forked generation beside its fork server and
-    spare (the first generations are spawned while the server preloads): the state to compare
-    with. Returns the last version written."""
+    """Reload the apps until each is served by a forked generation beside its spare: the state
+    to compare with. Returns the last version written."""
     for version in range(2, 22):
         for tag, port in ports.items():
             write(tmp / tag / "app.py", APP.format(tag=tag, version=version))

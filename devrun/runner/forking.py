@@ -1,10 +1,12 @@
 """The runner's side of an app's fork server (`reload: fork`).
 
 A ForkLauncher hands out generations like generation.spawn does, but forks them from a fork
-server that has gevent patched and the app's third-party modules imported. It learns what to
-preload from what each generation imported outside the project, starts a better-preloaded
-server in the background when that grows, restarts the server when a preloaded file or the
-installed packages change, and falls back to spawn (saying so) whenever no server is ready.
+server that has gevent patched and the app's third-party modules imported: the shared
+preloader (preloader.py) while that has all the app imports, else a server of the app's own.
+It learns what to preload from what each generation imported outside the project, starts a
+better-preloaded server in the background when that grows, restarts the server when a
+preloaded file or the installed packages change, and falls back to spawn (saying so) whenever
+no server is ready.
 
 The main thread never waits long on a server: it waits for a fork's answer FORK_WAIT at most,
 and never again on a server that missed that; such a server's late answer is picked up on a
@@ -328,6 +330,8 @@ class Shared(Protocol):
     def fork_generation(self, app: App, env: dict[str, str], listener: socket.socket,
                         post: Post) -> Generation | None: ...
 
+    def covers(self, names: list[str]) -> bool: ...
+
     def leave(self, name: str) -> None: ...
 
     def settling(self) -> bool: ...
@@ -342,8 +346,13 @@ class ForkLauncher:
                  cache: Path | None = None, others_starting: Callable[[], bool] = lambda: False,
                  shared: Shared | None = None):
         self.app = app
-        # The shared preloader this app's server and first generation are forked from, if any.
+        # The shared preloader this app's server and first generation are forked from, if any;
+        # while the app has no server of its own (it imports nothing the preloader lacks),
+        # every generation is.
         self.shared = shared
+        self.group = shared  # left when the app closes, even after the app stopped using it
+        self.launches = 0
+        self.stored: list[str] | None = None  # what _store wrote last
         self.others_starting = others_starting
         # What the next server is to preload, while it waits for the other apps to start.
         self.deferred: list[str] | None = None
@@ -375,17 +384,30 @@ class ForkLauncher:
             return
         if self.shared is not None and self.shared.settling():
             self.shared.usable()  # a better preloader that is ready replaces the first one now
-        if self.deferred is not None and (not self.others_starting()
-                                          or time.monotonic() - self.deferred_at > MAX_DEFER):
+        if self.deferred is not None and (not self._waits() or time.monotonic() - self.deferred_at > MAX_DEFER):
             deferred, self.deferred = self.deferred, None
-            self._start_next(deferred)
+            self._want(deferred)
         if self.spare is not None and not self.spare.exited:
             return
         self._promote_next()
         server = self.server
+        if self.post is not None and self._shared_spare_pays() and self.shared is not None:
+            self.spare = self.shared.fork_generation(self.app, self.env, self.listener, self.post)
+            return
         if self.post is None or server is None or server.poll() is not ServerState.READY:
             return
         self._fork(server, self.post, spawning=False)
+
+    def _shared_spare_pays(self) -> bool:
+        """A spare of the shared preloader's, for an app without a server of its own, pays once
+        the app has been reloaded: one that is never edited keeps none (a fork, some 2 MB)."""
+        return (self.server is None and self.next is None and self.deferred is None and self.launches > 1
+                and self.shared is not None and self.shared.usable() is not None)
+
+    def _waits(self) -> bool:
+        """Is a decision about the app's own server to wait: for the other apps to start (its
+        preloading would take their CPU), or for a better shared preloader on its way?"""
+        return self.others_starting() or (self.shared is not None and self.shared.settling())
 
     def idle_work(self) -> bool:
         """A spare to fork (or its answer to pick up), or a better server preloading."""
@@ -395,7 +417,8 @@ class ForkLauncher:
         # A tainted or dead server forks nothing: the next spawn replaces it.
         usable = self.server is not None and self.server.state in (ServerState.STARTING, ServerState.READY)
         settling = self.shared is not None and self.shared.settling()
-        return self.next is not None or self.deferred is not None or (usable and no_spare) or settling
+        return (self.next is not None or self.deferred is not None or settling
+                or ((usable or self._shared_spare_pays()) and no_spare))
 
     def _fork(self, server: ForkServer, post: Post, spawning: bool) -> None:
         """Have server fork self.spare: ask (unless a fork is asked for already) and wait for the
@@ -471,15 +494,13 @@ class ForkLauncher:
     def spawn(self, app: App, number: int, listener: socket.socket, env: dict[str, str], post: Post,
               pin_failures: int = 0) -> Generation:
         self.post = post
+        self.launches += 1
         self._promote_next()
         server = None if self.closed else self.server
         if server is not None:
             state = server.poll()
             if state is ServerState.TAINTED and server.taint and server.taint[0] == wire.SHARED_CULPRIT:
-                self.notice(f"fork server: the shared preloader has {server.taint[1]} of this project loaded; "
-                            "this app's fork server is started on its own", "warning")
-                self.shared = None
-                self._replace(server.preload)
+                self._leave_shared(server.taint[1], server.preload)
             elif state is ServerState.TAINTED and server.taint:
                 culprit, module = server.taint
                 why = ("started an OS thread (a fork of a threaded process may deadlock)" if module == "thread"
@@ -496,17 +517,28 @@ class ForkLauncher:
                     return gen
             elif state is ServerState.GONE:
                 self._died("it exited")
-        elif self.shared is not None and not self.closed:  # the first generation
-            spare = self.shared.fork_generation(app, env, listener, post)
+        elif self.shared is not None and not self.closed:  # no server of its own (yet)
+            spare, self.spare = self.spare, None
+            if spare is None or spare.exited:
+                spare = self.shared.fork_generation(app, env, listener, post)
             gen = None if spare is None else self._become(spare, number, listener, pin_failures)
             if gen is not None:
                 return gen
         return generation.spawn(app, number, listener, env, post, report_modules=True, pin_failures=pin_failures)
 
-    def stale(self, path: str) -> None:
+    def stale(self, path: str, project: bool = False) -> None:
         """A spare found a preloaded file changed since its server started: replace the server
-        (the supervisor starts the generation again, spawned meanwhile)."""
+        (the supervisor starts the generation again, spawned meanwhile). project: the spare was
+        forked from the shared preloader, which has path (a module of this app's) loaded."""
         if self.closed:
+            return
+        if project:
+            self._leave_shared(path, self.stored or [])
+            return
+        if self.server is None and self.shared is not None:
+            # The shared preloader finds itself stale on the next fork asked of it, and is
+            # replaced (its apps spawning meanwhile): nothing of this app's to replace.
+            self.notice(f"shared preloader: {path} changed; restarting it", "info")
             return
         self.notice(f"fork server: {path} changed; restarting it", "info")
         self._replace(self.server.preload if self.server else [])
@@ -525,6 +557,17 @@ class ForkLauncher:
         self.learning = []
         if self.shared is not None:
             self.shared.learned(self.app.name, learned)
+        if self._waits():
+            self._store(learned)
+            self.deferred, self.deferred_at = learned, time.monotonic()  # idle_tick decides then
+            return
+        self.deferred = None  # what this generation imported is the newer word
+        self._want(learned)
+
+    def _want(self, learned: list[str]) -> None:
+        """What a generation imported, once no other app is starting: a server of the app's own
+        to preload it, unless the shared preloader has it all (then it forks the app's
+        generations itself, and the app keeps no server)."""
         current = self.next or self.server
         # Against what the server has, not only what it was asked for: a forked generation
         # reports the server's own modules too, and a new server for those would be a wasted
@@ -532,10 +575,17 @@ class ForkLauncher:
         if current is not None and set(learned) <= set(current.preload) | current.loaded:
             return
         self._store(learned)
-        if self.others_starting():
-            self.deferred, self.deferred_at = learned, time.monotonic()  # idle_tick starts it
+        if self.server is None and self.next is None and self.shared is not None and self.shared.covers(learned):
             return
         self._start_next(learned)
+
+    def _leave_shared(self, module: str, preload: list[str]) -> None:
+        """The shared preloader has this app's own module loaded: the app gets a server of its
+        own, spawned (the preloader stays for the other apps)."""
+        self.notice(f"fork server: the shared preloader has {module} of this project loaded; "
+                    "this app's fork server is started on its own", "warning")
+        self.shared = None
+        self._replace(preload)
 
     def _start_next(self, preload: list[str]) -> None:
         if self.next is not None:
@@ -546,8 +596,8 @@ class ForkLauncher:
         """Stop its servers and its spare, and wait for the servers: none may outlive the runner."""
         self.closed = True
         self.deferred = None
-        if self.shared is not None:
-            self.shared.leave(self.app.name)
+        if self.group is not None:
+            self.group.leave(self.app.name)
         self._drop(self.spare)
         self.spare = None
         for server in (self.server, self.next):
@@ -600,6 +650,7 @@ class ForkLauncher:
 
     def _store(self, names: list[str]) -> None:
         """Write down what is preloaded, for the curious (`.devrun/preload-<app>.json`)."""
-        if self.cache is not None:
+        if self.cache is not None and names != self.stored:
+            self.stored = names
             with contextlib.suppress(OSError):  # a symlink there is replaced, its target never written
                 statefiles.write_private_atomic(self.cache, json.dumps(names).encode())

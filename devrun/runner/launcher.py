@@ -28,8 +28,9 @@ class Launcher(Protocol):
     def learn(self, names: list[str], last: bool) -> None:
         """A generation reports what it imported from outside the project."""
 
-    def stale(self, path: str) -> None:
-        """A spare found a preloaded file changed: what it was forked from is out of date."""
+    def stale(self, path: str, project: bool = False) -> None:
+        """A spare found a preloaded file changed (project: a module of the app's own, loaded
+        by the shared preloader it was forked from): what it was forked from is out of date."""
 
     def exited(self, gen: Generation) -> bool:
         """A generation the supervisor does not own exited: True if it was the launcher's."""
@@ -57,7 +58,7 @@ class SpawnLauncher:
     def learn(self, names: list[str], last: bool) -> None:
         pass
 
-    def stale(self, path: str) -> None:
+    def stale(self, path: str, project: bool = False) -> None:
         pass
 
     def exited(self, gen: Generation) -> bool:

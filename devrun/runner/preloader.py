@@ -5,7 +5,8 @@ its own that imports gevent, Werkzeug and (for most apps) the same framework aga
 each, and a second of CPU for each when twenty apps start at once. The shared preloader imports
 what the apps have in common once; the apps' fork servers and first generations are forks of it
 (which then move into their app's folder and environment, see worker/forkserver.py `move_in`),
-so those pages are shared by all of them.
+so those pages are shared by all of them. An app that imports nothing the preloader lacks
+(`covers`) has no fork server at all: every generation of it is forked from here.
 
 What it preloads is what every app of its group imported last time (the apps'
 `.devrun/preload-<app>.json`). A project seen for the first time has no such lists: then one app
@@ -77,7 +78,8 @@ def cached(path: Path) -> list[str] | None:
 def place(app: App, env: dict[str, str], server: bool = False) -> wire.Fork:
     """A fork request that moves the fork into app's folder and environment."""
     child = {**generation.child_environment(app, env), "DEVRUN_LIFELINE_FD": str(generation.lifeline_fd())}
-    return wire.Fork(server=server, cwd=str(app.root), env=tuple(f"{k}={v}" for k, v in child.items()))
+    return wire.Fork(server=server, cwd=str(app.root), env=tuple(f"{k}={v}" for k, v in child.items()),
+                     roots=tuple(project_roots(app)))
 
 
 class SharedPreloader:
@@ -211,6 +213,14 @@ class SharedPreloader:
             self.next = self._forked("shared", server, wire.Fork(server=True), names, self._roots())
         except (OSError, ForkServerGone, Stale):
             self.learning = False  # the others go on with what the preloader has
+
+    def covers(self, names: list[str]) -> bool:
+        """Has the preloader (ready, and no better one on its way) all of names loaded? An app
+        that imports nothing else needs no fork server of its own: it forks from this one."""
+        if self.next is not None:
+            return False
+        server = self.usable()
+        return server is not None and set(names) <= server.loaded
 
     def fork_server(self, app: App, env: dict[str, str], preload: list[str]) -> ForkServer | None:
         """The app's own fork server, forked from the preloader (None: it must be spawned)."""

@@ -304,9 +304,9 @@ class AppSupervisor:
                 self._maybe_accept()
             case wire.Ready() | wire.Failed() if gen in (self.pending, self.current):
                 self._serving(gen, msg)
-            case wire.Stale(path) if gen is self.pending:
+            case wire.Stale(path, project) if gen is self.pending:
                 # A spare found its preloads out of date before importing anything: start it again.
-                self.launcher.stale(path)
+                self.launcher.stale(path, project)
                 self._launch()
             case wire.Modules(names, last):
                 self.launcher.learn(list(names), last)

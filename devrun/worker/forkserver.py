@@ -86,6 +86,11 @@ _Socket = monkey.get_original("socket", "socket")
 _sleep = monkey.get_original("time", "sleep")
 
 
+def own_roots(roots: tuple[str, ...]) -> tuple[str, ...]:
+    """An app's project folders, as prefixes of its modules' paths."""
+    return tuple(os.path.join(os.path.abspath(r), "") for r in roots)
+
+
 def project_modules(roots: tuple[str, ...]) -> list[str]:
     return [name for name, module in list(sys.modules.items())
             if (path := getattr(module, "__file__", None)) and os.path.abspath(path).startswith(roots)]
@@ -236,7 +241,7 @@ def serve_forks(sock: socket.socket, lifeline: int, shared: bool = False) -> int
     hello = read_hello(sock)
     if not isinstance(hello, Hello):
         return 0 if hello is None else 1
-    roots = tuple(os.path.join(os.path.abspath(r), "") for r in hello.project_roots)
+    roots = own_roots(hello.project_roots)
     # A server forked from the shared preloader starts with what that preloaded: none of it may
     # be this app's own code (another app's preloads were checked against their roots only).
     tainted = project_modules(roots)
@@ -429,6 +434,9 @@ def become_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int
         move_in(fork)
         # A spare says so until it is handed its spec (`ps`, and the tests, tell them apart).
         set_name(b"devrun-spare")
+        # A fork of the shared preloader checks that it has none of its app's own code: that
+        # would be served as it was when the preloader imported it (see runner/preloader.py).
+        mine = project_modules(own_roots(fork.roots)) if fork.roots else []
         sock.close()
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
@@ -441,6 +449,9 @@ def become_generation(fds: list[int], sock: socket.socket, stamps: dict[str, int
         # The fds are ours, whatever numbers the runner has for them.
         spec = wait_for_spec(control_fd)
         set_name(b"devrun-gen")
+        if mine:
+            os.write(event_fd, encode(Stale(mine[0], project=True)))
+            return 0
         stale = changed(stamps)  # as the server checks before a fork, checked now, by us
         if stale:
             os.write(event_fd, encode(Stale(stale)))
