@@ -143,6 +143,8 @@ def script_tag(generation: str) -> bytes:
 
 def inject(body: bytes, tag: bytes) -> bytes | None:
     """The body with the tag before its last </body>, or None when it has none."""
+    if b"</" not in body:  # most fragments (htmx, a bare "hello"): no scan for the pattern
+        return None
     matches = list(BODY_END.finditer(body))
     if not matches:
         return None
@@ -150,14 +152,26 @@ def inject(body: bytes, tag: bytes) -> bytes | None:
     return body[:at] + tag + body[at:]
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for k, v in headers if k.lower() == name), None)
+# The headers that decide whether a response is an HTML page to inject into.
+_DECIDING = frozenset({"content-type", "content-length", "content-encoding", "content-range"})
+_NO_BODY = frozenset({"204", "206", "304"})
 
 
-def _identity(headers: list[tuple[str, str]]) -> bool:
-    """No Content-Encoding (or identity): the bytes are the HTML itself, not a compressed form of it."""
-    encoding = _header(headers, "content-encoding")
-    return encoding is None or encoding.strip().lower() in ("", "identity")
+def injectable(status: str, headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
+    """Is this response a whole HTML page as it is (not compressed, not a range, not empty by
+    its status)? And its Content-Length. One pass over the headers: every response of the app
+    is asked this."""
+    found: dict[str, str] = {}
+    for key, value in headers:
+        lower = key.lower()
+        if lower in _DECIDING and lower not in found:
+            found[lower] = value
+    code = status[:3]
+    encoding = found.get("content-encoding")
+    return (found.get("content-type", "").lower().startswith("text/html")
+            and (encoding is None or encoding.strip().lower() in ("", "identity"))
+            and code not in _NO_BODY and not code.startswith("1") and "content-range" not in found,
+            found.get("content-length"))
 
 
 class LiveReload:
@@ -242,12 +256,8 @@ class LiveReload:
             # its own. Nothing to inject into, nothing to start.
             return _chain(first, chunks, result)
         status, headers = captured["status"], captured["headers"]
-        ctype = (_header(headers, "content-type") or "").lower()
-        length = _header(headers, "content-length")
-        code = status.split(" ", 1)[0]
-        touchable = (ctype.startswith("text/html") and _identity(headers) and code not in ("204", "206", "304")
-                     and not code.startswith("1") and _header(headers, "content-range") is None
-                     and (length is not None or isinstance(result, list | tuple)))
+        page, length = injectable(status, headers)
+        touchable = page and (length is not None or isinstance(result, list | tuple))
         if not touchable or (length is not None and length.isdigit() and int(length) > MAX_BUFFER):
             start_response(status, headers, captured["exc_info"])
             return _chain(first, chunks, result)
