@@ -19,6 +19,10 @@ Content-Length, so HTTP/1.1 keep-alive works). Variants (``--variants`` takes th
   issue's throughput target**: every "× pywsgi" is against this one;
 - ``pywsgi-log``: the same with pywsgi's default access log (one line per request on stderr),
   stderr to a file: what a server that logs every request pays, as devrun does;
+- ``pywsgi-debugger``: bare pywsgi serving the app inside Werkzeug's
+  ``DebuggedApplication(app, evalex=True)``: what the debugger alone costs;
+- ``flask-debug``: ``flask --app app run --debug``, stdout and stderr to a file: what a Flask
+  user runs without devrun (Werkzeug's threaded server, its debugger and its reloader);
 - ``plain``: ``devrun up -c devrun.yaml --no-dashboard``, stdout and stderr to a file, the app
   ``app:app`` with ``debug: {enabled: true}`` (what users run), every other key default;
 - ``plain-nodebug``: the same with ``debug: {enabled: false}``;
@@ -147,6 +151,10 @@ from gevent.pywsgi import WSGIServer
 
 from app import app
 
+if sys.argv[2] == "debugger":  # Werkzeug's debugger around the app, as a debug mode has it
+    from werkzeug.debug import DebuggedApplication
+
+    app = DebuggedApplication(app, evalex=True)
 # "log": pywsgi's default access log (stderr); otherwise none, as devrun's generations run it
 options = {} if sys.argv[2] == "log" else {"log": None}
 server = WSGIServer(("127.0.0.1", int(sys.argv[1])), app, **options)
@@ -218,19 +226,22 @@ def sample_line(text: str, rule: Callable[[str], int]) -> str:
 class Variant:
     key: str  # for --variants
     label: str  # in the table
-    kind: str  # pywsgi | plain | dashboard | detached
+    kind: str  # pywsgi | flask | plain | dashboard | detached
     access_log: bool = False
+    wsgi_debugger: bool = False  # pywsgi: the app in Werkzeug's DebuggedApplication
     debug: bool = True
     follow: bool = False  # a `devrun logs -f` attached
 
     @property
     def devrun(self) -> bool:
-        return self.kind != "pywsgi"
+        return self.kind in ("plain", "dashboard", "detached")
 
 
 VARIANTS = (
     Variant("pywsgi", "bare pywsgi (log=None)", "pywsgi"),
     Variant("pywsgi-log", "bare pywsgi + access log to a file", "pywsgi", access_log=True),
+    Variant("pywsgi-debugger", "bare pywsgi + Werkzeug's debugger", "pywsgi", wsgi_debugger=True),
+    Variant("flask-debug", "`flask run --debug` (to a file)", "flask"),
     Variant("plain", "devrun `--no-dashboard` (to a file), debug on", "plain"),
     Variant("plain-nodebug", "devrun `--no-dashboard` (to a file), debug off", "plain", debug=False),
     Variant("dashboard", "devrun, dashboard (pty 120x40), debug on", "dashboard"),
@@ -427,7 +438,7 @@ def make_run(variant: Variant, round_no: int, root: Path) -> Run:
     (folder / "app.py").write_text(APP_SOURCE)
     if variant.devrun:
         (folder / "devrun.yaml").write_text(DEVRUN_YAML.format(port=run.port, debug=str(variant.debug).lower()))
-    else:
+    elif variant.kind == "pywsgi":
         (folder / "serve.py").write_text(SERVE_SOURCE)
     return run
 
@@ -436,8 +447,12 @@ def start(run: Run, env: dict[str, str], timeout: float) -> None:
     kind, folder = run.variant.kind, run.folder
     if kind == "pywsgi":
         with open(folder / "output.log", "wb") as out, open(folder / "access.log", "wb") as err:
-            proc = popen([sys.executable, "serve.py", str(run.port), "log" if run.variant.access_log else "none"],
-                         folder, env, out, stderr=err)
+            mode = "log" if run.variant.access_log else "debugger" if run.variant.wsgi_debugger else "none"
+            proc = popen([sys.executable, "serve.py", str(run.port), mode], folder, env, out, stderr=err)
+    elif kind == "flask":
+        with open(folder / "output.log", "wb") as out:
+            proc = popen([sys.executable, "-m", "flask", "--app", "app", "run", "--debug", "--port", str(run.port)],
+                         folder, env, out)
     elif kind == "plain":
         with open(folder / "output.log", "wb") as out:
             proc = popen(devrun_argv("up", "-c", "devrun.yaml", "--no-dashboard"), folder, env, out)
@@ -642,8 +657,11 @@ def measure(args: argparse.Namespace, run: Run) -> None:
                       everything=sum(used(p) for p in kids), follower=used(follower[0]) if follower else None,
                       quiet=quiet)
     else:
+        # `flask run --debug` serves from a child of its reloader: the busiest process is the server.
+        everyone = [p for p in {*at_start, *at_end} if p not in follower]
         run.cpu = Cpu(window=window, wrk_seconds=wrk_seconds, runner=None, runner_during_wrk=None,
-                      busiest=used(run.root), everything=used(run.root), follower=None, quiet=quiet)
+                      busiest=max((used(p) for p in everyone), default=0.0),
+                      everything=sum(used(p) for p in everyone), follower=None, quiet=quiet)
 
 
 def settle_logs(run: Run) -> None:
