@@ -49,3 +49,8 @@ def test_anything_else_is_the_apps(client: Client, url: str) -> None:
 def test_an_exception_on_the_quick_path_still_gets_the_debugger(client: Client) -> None:
     reply = client.get("/boom", headers={"Host": "127.0.0.1"})
     assert reply.status_code == 500 and b"kaboom" in reply.data and b"__debugger__" in reply.data
+
+
+def test_a_debugger_without_a_pin_has_none() -> None:
+    """`debug.pin: false` (Werkzeug 3.1.4 raised here: pallets/werkzeug#3075; devrun needs 3.1.5)."""
+    assert debugger_class()(app, evalex=True, pin=False, trust=LOOPBACK).pin is None
