@@ -333,6 +333,21 @@ def test_attach_shows_the_dashboard_and_q_leaves_the_runner_running(
     assert status(tmp_path)["apps"][0]["state"] == "ready"
 
 
+def test_a_key_typed_before_attach_reads_keys_is_not_lost(
+        tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:
+    from tests.test_dashboard import Pty
+
+    project("one")
+    assert dv(tmp_path, "up", "-d").returncode == 0
+    term = Pty([sys.executable, "-m", "devrun", "attach"], tmp_path)
+    try:
+        os.write(term.fd, b"q")  # typed at once: attach is still starting, its terminal not yet set up
+        wait_for(lambda: (term.pump(0.1), os.waitpid(term.pid, os.WNOHANG))[1][0], 15, "the q typed ahead to leave")
+    finally:
+        term.kill()
+    assert status(tmp_path)["apps"][0]["state"] == "ready"
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
                     reason="needs root (to be another user) and a system Python that user can run")
 def test_another_user_cannot_reach_the_runner(tmp_path: Path, project: Callable[..., dict[str, int]]) -> None:

@@ -66,7 +66,10 @@ def keys(on_key: Callable[[str], None]) -> Iterator[None]:
 
     thread = threading.Thread(target=read, name="devrun-keys", daemon=True)
     try:
-        tty.setcbreak(fd)  # keys one by one, no echo; Ctrl-C still sends SIGINT
+        # Keys one by one, no echo; Ctrl-C still sends SIGINT. TCSANOW, not setcbreak's default
+        # TCSAFLUSH, which throws away what was typed before: a key pressed as the first frame
+        # appears (the dashboard draws before it reads keys) was lost.
+        tty.setcbreak(fd, termios.TCSANOW)
         thread.start()
         yield
     finally:
