@@ -217,7 +217,7 @@ class SharedPreloader:
     def covers(self, names: list[str]) -> bool:
         """Has the preloader (ready, and no better one on its way) all of names loaded? An app
         that imports nothing else needs no fork server of its own: it forks from this one."""
-        if self.next is not None:
+        if self.settling():
             return False
         server = self.usable()
         return server is not None and set(names) <= server.loaded
@@ -235,7 +235,8 @@ class SharedPreloader:
 
     def fork_generation(self, app: App, env: dict[str, str], listener: socket.socket,
                         post: Post) -> Generation | None:
-        """A spare for the app's first generation, forked from the preloader (None: spawn it)."""
+        """A spare for the app, forked from the preloader and moved into the app's place (None:
+        spawn it). Its first generation, and every one of an app without a server of its own."""
         server = self.usable()
         if server is None:
             return None

@@ -66,8 +66,8 @@ from devrun.wire import (
 )
 
 SOCK_ENV = "DEVRUN_FORKSERVER"
-# Set for the shared preloader: one per interpreter, from which the apps' fork servers and
-# first generations are forked (runner/preloader.py).
+# Set for the shared preloader: one per interpreter, from which the apps' generations (and the
+# fork servers of the apps that need their own) are forked (runner/preloader.py).
 SHARED_ENV = "DEVRUN_SHARED_PRELOADER"
 RUNNER_ENV = "DEVRUN_RUNNER_PID"
 MAX_FDS = 8
