@@ -145,3 +145,31 @@ class Devrun:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.proc.wait(5)
+
+
+# App code for a request that stays in flight until the test releases it (see Held): it connects
+# to the port written in `release-port` of the app's folder and waits for one byte.
+HOLD = "socket.create_connection(('127.0.0.1', int(open('release-port').read())), timeout=60).recv(1)"
+
+
+class Held:
+    """A slow request without a sleep: the app's HOLD connects here, so accept() says the request
+    is in flight, and release() lets it finish, exactly when the test says."""
+
+    def __init__(self, folder: Path, timeout: float = 15):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(timeout)
+        (folder / "release-port").write_text(str(self.server.getsockname()[1]))
+        self.conn: socket.socket | None = None
+
+    def accept(self) -> None:
+        self.conn, _ = self.server.accept()
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.sendall(b"x")
+
+    def close(self) -> None:
+        for sock in (self.conn, self.server):
+            if sock is not None:
+                sock.close()

@@ -13,7 +13,6 @@ from werkzeug.test import Client
 
 from devrun import wire
 from devrun.wire import EVENTS_PATH
-from devrun.worker import livereload
 from devrun.worker.livereload import SCRIPT_PATH, LiveHub, LiveReload, inject, script_tag
 
 TAG = script_tag("g7")
@@ -30,6 +29,12 @@ class LocalClient(Client):
 class Reports(list[wire.Message]):
     def __call__(self, message: wire.Message) -> None:
         self.append(message)
+
+    def wait(self, ok: Callable[[Reports], bool], timeout: float = 5.0) -> None:
+        """Until ok(self), on gevent's clock (the hub reports from its own timers), bounded."""
+        with gevent.Timeout(timeout, AssertionError(f"timed out after {timeout}s; reports: {list(self)}")):
+            while not ok(self):
+                gevent.sleep(0.005)
 
 
 class ScriptedHub(LiveHub):
@@ -136,14 +141,15 @@ def test_the_hub_tells_every_page_reports_counts_and_ends_streams_on_close() -> 
     hub = LiveHub("g7", reports)
     old = hub.connect("g6")  # a page of the previous generation: it reloads
     new = hub.connect("g7")
-    gevent.sleep(livereload.SETTLE + 0.2)  # the hub's own settle timer, on gevent's clock
+    # Once the reconnects settled (livereload.SETTLE), on the hub's own timer.
+    reports.wait(lambda r: wire.Refreshed(1, "reload") in r and wire.Pages(2) in r)
     assert wire.Refreshed(1, "reload") in reports
     assert wire.Pages(2) in reports
     hub.send("css")
     assert old.get_nowait() == new.get_nowait() == "css"
     assert reports[-1] == wire.Refreshed(2, "css")
     hub.disconnect(old)
-    gevent.sleep(livereload.SETTLE + 0.2)
+    reports.wait(lambda r: r[-1] == wire.Pages(1))
     assert reports[-1] == wire.Pages(1)
     hub.close()
     assert new.get_nowait() is None

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Devrun, alive, descendants, free_port, get, wait_for, write
+from tests.helpers import HOLD, Devrun, Held, alive, descendants, free_port, get, wait_for, write
 
 pytestmark = pytest.mark.process  # every test here starts processes
 
 VERSIONED = """
-    import os, time
+    import os, socket
     VERSION = {version}
     def app(environ, start_response):
         path = environ['PATH_INFO']
         if path == '/sleep':
-            open('sleep-started', 'w').close()
-            time.sleep(3)
+            HOLD  # in flight until the test releases it
         body = f'{{path}} v{{VERSION}} pid={{os.getpid()}} pin={{os.environ.get("WERKZEUG_DEBUG_PIN")}}'
         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
         return [body.encode()]
@@ -40,7 +39,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 def project(tmp: Path, extra: str = "", mode: str = "spawn") -> int:
     port = free_port()
-    write(tmp / "app.py", VERSIONED.format(version=1))
+    write(tmp / "app.py", VERSIONED.format(version=1).replace("HOLD", HOLD))
     write(tmp / "devrun.yaml", f"""
         apps:
           solo:
@@ -61,7 +60,7 @@ def version(port: int, path: str = "/") -> int | None:
 
 def save_version(tmp: Path, n: int) -> None:
     tmp_file = tmp / "app.py.tmp~"
-    write(tmp_file, VERSIONED.format(version=n))
+    write(tmp_file, VERSIONED.format(version=n).replace("HOLD", HOLD))
     os.replace(tmp_file, tmp / "app.py")  # an editor's atomic save
 
 
@@ -105,12 +104,17 @@ def test_request_in_flight_survives_a_reload(tmp_path: Path, devrun: Callable[..
     devrun("up", "--no-dashboard", cwd=tmp_path)
     wait_for(lambda: version(port) == 1, 30, "the app")
     slow: list[tuple[int, str]] = []
-    t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{port}/sleep", 10)))
-    t.start()
-    wait_for(lambda: (tmp_path / "sleep-started").exists(), 10, "the slow request to start")
-    save_version(tmp_path, 2)
-    wait_for(lambda: version(port) == 2, 15, "the new version")
-    t.join(10)
+    held = Held(tmp_path)
+    try:
+        t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{port}/sleep", 30)))
+        t.start()
+        held.accept()  # in flight on v1, and it stays so until v2 serves
+        save_version(tmp_path, 2)
+        wait_for(lambda: version(port) == 2, 15, "the new version")
+        held.release()
+        t.join(20)
+    finally:
+        held.close()
     assert slow and slow[0][0] == 200 and " v1 " in slow[0][1]  # answered by the old code, completely
 
 

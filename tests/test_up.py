@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Devrun, alive, free_port, get, port_open, wait_for, write
+from tests.helpers import HOLD, Devrun, Held, alive, free_port, get, port_open, wait_for, write
 
 pytestmark = pytest.mark.process  # every test here starts processes
 
 FLASK_APP = """
-    import os, time
+    import os, socket
     from flask import Flask, render_template
     app = Flask(__name__)
 
@@ -34,8 +34,7 @@ FLASK_APP = """
 
     @app.route('/sleep')
     def sleep():
-        open('sleep-started', 'w').close()
-        time.sleep(3)
+        HOLD  # in flight until the test releases it
         return 'slept'
 
     @app.route('/page')
@@ -58,7 +57,7 @@ PLAIN_FACTORY = """
 
 def flask_project(tmp: Path, debug: bool = True) -> tuple[Path, int, int]:
     web, api = free_port(), free_port()
-    write(tmp / "web" / "webapp.py", FLASK_APP)
+    write(tmp / "web" / "webapp.py", FLASK_APP.replace("HOLD", HOLD))
     write(tmp / "web" / "templates" / "page.html", "<p>tpl-one</p>")
     write(tmp / "api" / "plain.py", PLAIN_FACTORY)
     cfg = write(tmp / "devrun.yaml", f"""
@@ -94,14 +93,18 @@ def test_serves_both_apps_without_head_of_line_blocking(tmp_path: Path, devrun: 
     assert get(f"http://127.0.0.1:{api}/") == (200, "plain-1")  # factory with literal args
 
     slow: list[tuple[int, str]] = []
-    t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{web}/sleep", 10)))
-    t.start()
-    # The slow request is in flight once the app has written its marker; / must not wait for it.
-    wait_for(lambda: (tmp_path / "web" / "sleep-started").exists(), 10, "the slow request to start")
-    t0 = time.monotonic()
-    assert get(f"http://127.0.0.1:{web}/", 2) == (200, "v1")
-    assert time.monotonic() - t0 < 0.5
-    t.join(10)
+    held = Held(tmp_path / "web")
+    try:
+        t = threading.Thread(target=lambda: slow.append(get(f"http://127.0.0.1:{web}/sleep", 20)))
+        t.start()
+        held.accept()  # the slow request is in flight, and stays so: / must not wait for it
+        t0 = time.monotonic()
+        assert get(f"http://127.0.0.1:{web}/", 2) == (200, "v1")
+        assert time.monotonic() - t0 < 0.5
+        held.release()
+        t.join(20)
+    finally:
+        held.close()
     assert slow == [(200, "slept")]
     # One request line per request: method, path, status, duration.
     d.wait_line(lambda ln: re.fullmatch(r"web\s+\| GET /sleep 200 \d+ms", ln) is not None, 5)
